@@ -1,0 +1,135 @@
+"""The task-distribution environment contract shared by every env in `envs/`.
+
+A *task* is a pytree drawn by `env.sample_task(key)`; `reset` and `step` take it as an argument, so a
+batch of tasks is just a `jax.vmap` over the task axis (gymnax's `EnvParams` idea applied to MLSH's
+task distribution). Time limits are reported as `truncated`, never as `terminated`, so learners can
+bootstrap the value at a time limit.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+Task = Any
+
+
+@struct.dataclass
+class EnvState:
+    """State of one environment copy.
+
+    Attributes:
+      inner: env-specific pytree (positions, goals, ...).
+      obs: observation, shape [observation_size], float32.
+      reward: reward of the last transition, shape [], float32.
+      terminated: the last transition ended the episode for good (no bootstrap), shape [], bool.
+      truncated: the last transition hit the time limit (bootstrap from `obs`), shape [], bool.
+      time: steps taken in the current episode, shape [], int32.
+    """
+
+    inner: Any
+    obs: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    time: jax.Array
+
+
+@struct.dataclass
+class AutoResetStep:
+    """What `auto_reset_step` returns: the state to continue from and the transition just made.
+
+    Attributes:
+      state: state after the step, already reset if the episode ended.
+      reward: reward of the transition, shape [].
+      terminated: the episode ended for good, shape [] bool.
+      truncated: the episode hit its time limit, shape [] bool.
+      final_obs: observation reached by the transition, before any reset, shape [obs].
+    """
+
+    state: EnvState
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_obs: jax.Array
+
+
+class TaskEnv(abc.ABC):
+    """A distribution of tasks over one environment, in pure JAX.
+
+    Subclasses set `observation_size`, `num_actions` and `episode_length`, and implement
+    `sample_task`, `_reset` and `_transition`. Everything is a pure function of its arguments, so it
+    jits and vmaps over tasks, env copies and keys.
+    """
+
+    name: str
+    observation_size: int
+    num_actions: int
+    episode_length: int
+
+    @abc.abstractmethod
+    def sample_task(self, key: jax.Array) -> Task:
+        """Draws one task from the distribution (a pytree of arrays)."""
+
+    @abc.abstractmethod
+    def _reset(self, task: Task, key: jax.Array) -> tuple[Any, jax.Array]:
+        """Returns (inner state, observation [observation_size]) at the start of an episode."""
+
+    @abc.abstractmethod
+    def _transition(
+        self, task: Task, inner: Any, action: jax.Array, key: jax.Array
+    ) -> tuple[Any, jax.Array, jax.Array, jax.Array]:
+        """Returns (inner state, observation, reward [], terminated []) after `action`."""
+
+    def reset(self, task: Task, key: jax.Array) -> EnvState:
+        """Starts an episode of `task`."""
+        inner, obs = self._reset(task, key)
+        false = jnp.zeros((), bool)
+        return EnvState(
+            inner=inner,
+            obs=obs.astype(jnp.float32),
+            reward=jnp.zeros((), jnp.float32),
+            terminated=false,
+            truncated=false,
+            time=jnp.zeros((), jnp.int32),
+        )
+
+    def step(self, task: Task, state: EnvState, action: jax.Array, key: jax.Array) -> EnvState:
+        """Takes one step of `task`; `truncated` is set when the time limit is reached."""
+        inner, obs, reward, terminated = self._transition(task, state.inner, action, key)
+        time = state.time + 1
+        terminated = jnp.asarray(terminated, bool)
+        return EnvState(
+            inner=inner,
+            obs=obs.astype(jnp.float32),
+            reward=jnp.asarray(reward, jnp.float32),
+            terminated=terminated,
+            truncated=(time >= self.episode_length) & ~terminated,
+            time=time,
+        )
+
+
+def auto_reset_step(
+    env: TaskEnv, task: Task, state: EnvState, action: jax.Array, key: jax.Array
+) -> AutoResetStep:
+    """Steps one env copy and starts a new episode of the same task when the last one ended.
+
+    The observation reached before the reset is kept in `final_obs`, so that a learner can bootstrap
+    its value at a time limit.
+    """
+    step_key, reset_key = jax.random.split(key)
+    stepped = env.step(task, state, action, step_key)
+    done = stepped.terminated | stepped.truncated
+    fresh = env.reset(task, reset_key)
+    next_state = jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, stepped)
+    return AutoResetStep(
+        state=next_state,
+        reward=stepped.reward,
+        terminated=stepped.terminated,
+        truncated=stepped.truncated,
+        final_obs=stepped.obs,
+    )

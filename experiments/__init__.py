@@ -1,0 +1,1 @@
+"""One runnable module per paper experiment: `python -m experiments.<name> --help`."""

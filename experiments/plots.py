@@ -1,0 +1,100 @@
+"""Figures of runs: learning curves (like the paper's Figure 4) and sub-policy behaviour pictures."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _column(rows: Sequence[Mapping[str, float]], name: str) -> np.ndarray:
+    return np.array([r.get(name, math.nan) for r in rows], dtype=float)
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over `window` points, ignoring NaNs."""
+    out = np.full_like(values, np.nan)
+    for i in range(len(values)):
+        chunk = values[max(0, i - window + 1): i + 1]
+        if np.isfinite(chunk).any():
+            out[i] = np.nanmean(chunk)
+    return out
+
+
+def plot_learning_curves(
+    runs: Mapping[str, Sequence[Mapping[str, float]]],
+    path: pathlib.Path,
+    title: str,
+    paper_levels: Mapping[str, float] | None = None,
+    smooth: int = 3,
+) -> None:
+    """Mean episode return per update for each run: post-warmup slots (solid) and all slots (dashed).
+
+    Args:
+      runs: label -> metrics rows (as written to metrics.csv).
+      paper_levels: label -> the level the paper reports, drawn as a dotted horizontal line.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (label, rows) in enumerate(runs.items()):
+        color = f"C{i}"
+        updates = _column(rows, "update")
+        ax.plot(updates, _smooth(_column(rows, "mean_return_post_warmup"), smooth), color=color,
+                label=f"{label} (post-warmup slots)")
+        ax.plot(updates, _smooth(_column(rows, "mean_return"), smooth), color=color, ls="--", alpha=0.6,
+                label=f"{label} (all slots)")
+    for i, (label, level) in enumerate((paper_levels or {}).items()):
+        ax.axhline(level, color="gray", ls=":", lw=1)
+        ax.text(0.01, level, f" paper: {label} ~{level:g}", transform=ax.get_yaxis_transform(),
+                va="bottom", fontsize=8, color="gray")
+    ax.set_xlabel("update")
+    ax.set_ylabel("mean episode return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_bandit_subpolicies(
+    positions: np.ndarray, goals: np.ndarray, path: pathlib.Path, world_size: float, goal_radius: float
+) -> None:
+    """Trajectories of each sub-policy run alone on a few sample goal pairs.
+
+    Args:
+      positions: [K, n_examples, T + 1, 2] agent positions of sub-policy k on example i.
+      goals: [n_examples, 2, 2] the two goal points of each example.
+    """
+    num_subs, num_examples = positions.shape[:2]
+    cols = min(num_examples, 4)
+    rows = math.ceil(num_examples / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= num_examples:
+            ax.axis("off")
+            continue
+        for slot, marker in enumerate(("o", "s")):
+            gx, gy = goals[i, slot]
+            ax.add_patch(plt.Circle((gx, gy), goal_radius, color="gold", alpha=0.3))
+            ax.plot(gx, gy, marker, color="k", ms=7, label=f"goal slot {slot}" if i == 0 else None)
+        for k in range(num_subs):
+            ax.plot(positions[k, i, :, 0], positions[k, i, :, 1], "-", color=f"C{k}", lw=1.5,
+                    label=f"sub-policy {k}" if i == 0 else None)
+            ax.plot(positions[k, i, -1, 0], positions[k, i, -1, 1], ">", color=f"C{k}", ms=6)
+        ax.plot(world_size / 2, world_size / 2, "k+", ms=8)
+        ax.set_xlim(0, world_size)
+        ax.set_ylim(0, world_size)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("Each sub-policy run alone from the start (o = goal slot 0, s = goal slot 1)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

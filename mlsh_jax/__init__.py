@@ -1,0 +1,6 @@
+"""mlsh_jax: Meta Learning Shared Hierarchies in JAX (jitted, vmapped over task slots)."""
+
+from mlsh_jax.config import ConfigError, MLSHConfig, PPOConfig
+from mlsh_jax.trainer import TrainState, Trainer
+
+__all__ = ["ConfigError", "MLSHConfig", "PPOConfig", "TrainState", "Trainer"]

@@ -1,0 +1,229 @@
+"""Configuration of an MLSH run: frozen, documented dataclasses with checks and derived sizes.
+
+Defaults follow `MLSH_SPEC.md` section 2: the paper's network size and learning rates, the original
+code's PPO settings. Sizes derived from the configuration are properties (never written back), and
+`validate()` rejects a bad configuration with one message naming the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message names the field and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO settings of one level of the hierarchy (master or sub-policies).
+
+    Attributes:
+      learning_rate: Adam step size.
+      epochs: passes over the batch per update.
+      num_minibatches: minibatches per epoch; 0 means "derive from minibatch_size".
+      minibatch_size: samples per minibatch, used when num_minibatches is 0.
+      clip_eps: PPO ratio clip.
+      value_clip: clip of the value prediction around its old value (0 disables).
+      entropy_coef: weight of the entropy bonus.
+      value_coef: weight of the value loss.
+      max_grad_norm: global-norm gradient clip (0 disables).
+      discount: gamma.
+      gae_lambda: GAE lambda.
+    """
+
+    learning_rate: float = 3e-4
+    epochs: int = 10
+    num_minibatches: int = 15
+    minibatch_size: int = 64
+    clip_eps: float = 0.2
+    value_clip: float = 0.2
+    entropy_coef: float = 0.0
+    value_coef: float = 1.0
+    max_grad_norm: float = 0.0
+    discount: float = 0.99
+    gae_lambda: float = 0.98
+
+    def minibatches_for(self, batch_size: int) -> int:
+        """Number of minibatches per epoch for a batch of `batch_size` samples."""
+        if self.num_minibatches > 0:
+            return self.num_minibatches
+        return max(1, batch_size // self.minibatch_size)
+
+    def validate(self, prefix: str, batch_size: int) -> None:
+        """Checks the values; `prefix` names this config in error messages (e.g. `master`)."""
+        _require(self.learning_rate > 0, f"{prefix}.learning_rate", self.learning_rate, "a number > 0")
+        _require(self.epochs >= 1, f"{prefix}.epochs", self.epochs, "an integer >= 1")
+        _require(self.num_minibatches >= 0, f"{prefix}.num_minibatches", self.num_minibatches,
+                 "an integer >= 0 (0 = derive from minibatch_size)")
+        _require(self.minibatch_size >= 1, f"{prefix}.minibatch_size", self.minibatch_size, "an integer >= 1")
+        _require(self.minibatches_for(batch_size) <= batch_size, f"{prefix}.num_minibatches",
+                 self.minibatches_for(batch_size), f"at most the batch size {batch_size}")
+        _require(self.clip_eps > 0, f"{prefix}.clip_eps", self.clip_eps, "a number > 0")
+        _require(self.value_clip >= 0, f"{prefix}.value_clip", self.value_clip, "a number >= 0")
+        _require(self.entropy_coef >= 0, f"{prefix}.entropy_coef", self.entropy_coef, "a number >= 0")
+        _require(self.value_coef >= 0, f"{prefix}.value_coef", self.value_coef, "a number >= 0")
+        _require(self.max_grad_norm >= 0, f"{prefix}.max_grad_norm", self.max_grad_norm, "a number >= 0")
+        _require(0 < self.discount <= 1, f"{prefix}.discount", self.discount, "a number in (0, 1]")
+        _require(0 <= self.gae_lambda <= 1, f"{prefix}.gae_lambda", self.gae_lambda, "a number in [0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
+class MLSHConfig:
+    """One MLSH (or shared-policy baseline) training run.
+
+    Attributes:
+      env: name of the task distribution (see `envs.ENV_REGISTRY`).
+      episode_length: steps per episode (a time limit, reported as truncation).
+      algorithm: "mlsh" (master + sub-policies) or "shared" (one flat policy on all tasks, never reset).
+      num_subpolicies: K, the number of shared sub-policies (1 for "shared").
+      macro_duration: N, env steps between two master decisions.
+      warmup_updates: W, master-only updates at the start of each lifetime.
+      joint_updates: U, master + sub-policy updates after the warmup.
+      num_slots: B, task slots trained in parallel (each with its own master and task).
+      steps_per_slot: D, env steps gathered per slot per update.
+      envs_per_slot: E, parallel env copies per slot (D / E steps each per update).
+      num_updates: updates in the whole run.
+      hidden_sizes: hidden layers of every policy and value MLP (tanh).
+      random_master_action_prob: probability that the master's choice is replaced by a uniform one.
+      obs_clip: normalised observations are clipped to +-obs_clip.
+      master: PPO settings of the master policies.
+      sub: PPO settings of the sub-policies (or of the shared policy).
+      seed: PRNG seed.
+      checkpoint_every: save a checkpoint every this many updates (and at the end); 0 = only at the end.
+    """
+
+    env: str = "moving_bandits"
+    episode_length: int = 50
+    algorithm: str = "mlsh"
+    num_subpolicies: int = 2
+    macro_duration: int = 10
+    warmup_updates: int = 9
+    joint_updates: int = 1
+    num_slots: int = 10
+    steps_per_slot: int = 2000
+    envs_per_slot: int = 40
+    num_updates: int = 300
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    random_master_action_prob: float = 0.1
+    obs_clip: float = 5.0
+    master: PPOConfig = PPOConfig(learning_rate=0.01, num_minibatches=0, minibatch_size=64)
+    sub: PPOConfig = PPOConfig(learning_rate=3e-4, num_minibatches=15)
+    seed: int = 0
+    checkpoint_every: int = 50
+
+    # ---- derived sizes -------------------------------------------------------------------------
+    @property
+    def hierarchical(self) -> bool:
+        """True for MLSH, False for the shared-policy baseline."""
+        return self.algorithm == "mlsh"
+
+    @property
+    def lifetime(self) -> int:
+        """Updates per master lifetime, W + U."""
+        return self.warmup_updates + self.joint_updates
+
+    @property
+    def rollout_length(self) -> int:
+        """T, env steps per env copy per update (D / E)."""
+        return self.steps_per_slot // self.envs_per_slot
+
+    @property
+    def macro_steps_per_rollout(self) -> int:
+        """Master decisions per env copy per update (T / N)."""
+        return self.rollout_length // self.macro_duration
+
+    @property
+    def master_batch_size(self) -> int:
+        """Master transitions per slot per update (E * T / N)."""
+        return self.envs_per_slot * self.macro_steps_per_rollout
+
+    @property
+    def initial_phases(self) -> tuple[int, ...]:
+        """Phase (updates into its lifetime) of every slot at update 0, spread evenly so lifetimes
+        are staggered and some slot is in its joint phase at every update."""
+        return tuple((slot * self.lifetime) // self.num_slots for slot in range(self.num_slots))
+
+    @property
+    def joint_slot_capacity(self) -> int:
+        """The most slots that are ever in their joint phase at one update (a static size)."""
+        if not self.hierarchical:
+            return self.num_slots
+        return max(
+            sum((phase + t) % self.lifetime >= self.warmup_updates for phase in self.initial_phases)
+            for t in range(self.lifetime)
+        )
+
+    @property
+    def env_steps_per_update(self) -> int:
+        """B * D."""
+        return self.num_slots * self.steps_per_slot
+
+    # ---- checks --------------------------------------------------------------------------------
+    def validate(self, known_envs: tuple[str, ...] | None = None) -> "MLSHConfig":
+        """Raises `ConfigError` naming the first bad field; returns self when all is well."""
+        if known_envs is not None:
+            _require(self.env in known_envs, "env", self.env, f"one of {', '.join(sorted(known_envs))}")
+        _require(self.algorithm in ("mlsh", "shared"), "algorithm", self.algorithm, "'mlsh' or 'shared'")
+        _require(self.num_subpolicies >= 1, "num_subpolicies", self.num_subpolicies, "an integer >= 1")
+        if not self.hierarchical:
+            _require(self.num_subpolicies == 1, "num_subpolicies", self.num_subpolicies,
+                     "1 when algorithm is 'shared'")
+        _require(self.macro_duration >= 1, "macro_duration", self.macro_duration, "an integer >= 1")
+        _require(self.episode_length >= 1, "episode_length", self.episode_length, "an integer >= 1")
+        _require(self.episode_length % self.macro_duration == 0, "episode_length", self.episode_length,
+                 f"a multiple of macro_duration={self.macro_duration}")
+        _require(self.warmup_updates >= 0, "warmup_updates", self.warmup_updates, "an integer >= 0")
+        _require(self.joint_updates >= 0, "joint_updates", self.joint_updates, "an integer >= 0")
+        _require(self.lifetime >= 1, "warmup_updates + joint_updates", self.lifetime, "an integer >= 1")
+        if self.hierarchical:
+            _require(self.joint_updates >= 1, "joint_updates", self.joint_updates,
+                     "an integer >= 1 (with 0 the sub-policies are never trained)")
+        _require(self.num_slots >= 1, "num_slots", self.num_slots, "an integer >= 1")
+        _require(self.envs_per_slot >= 1, "envs_per_slot", self.envs_per_slot, "an integer >= 1")
+        _require(self.steps_per_slot >= 1, "steps_per_slot", self.steps_per_slot, "an integer >= 1")
+        _require(self.steps_per_slot % self.envs_per_slot == 0, "steps_per_slot", self.steps_per_slot,
+                 f"a multiple of envs_per_slot={self.envs_per_slot}")
+        _require(self.rollout_length % self.macro_duration == 0, "steps_per_slot / envs_per_slot",
+                 self.rollout_length, f"a multiple of macro_duration={self.macro_duration}")
+        _require(self.num_updates >= 1, "num_updates", self.num_updates, "an integer >= 1")
+        _require(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes), "hidden_sizes",
+                 self.hidden_sizes, "one or more integers >= 1")
+        _require(0 <= self.random_master_action_prob <= 1, "random_master_action_prob",
+                 self.random_master_action_prob, "a number in [0, 1]")
+        _require(self.obs_clip > 0, "obs_clip", self.obs_clip, "a number > 0")
+        _require(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, "an integer >= 0")
+        self.master.validate("master", self.master_batch_size)
+        self.sub.validate("sub", self.joint_slot_capacity * self.steps_per_slot)
+        return self
+
+    # ---- serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MLSHConfig":
+        """Inverse of `to_dict`; unknown keys are an error."""
+        data = dict(data)
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown configuration fields: {', '.join(sorted(unknown))}")
+        for level in ("master", "sub"):
+            if level in data and isinstance(data[level], dict):
+                data[level] = PPOConfig(**data[level])
+        if "hidden_sizes" in data:
+            data["hidden_sizes"] = tuple(data["hidden_sizes"])
+        return cls(**data)
+
+
+def _require(ok: bool, field: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid configuration: {field}={value!r}; allowed: {allowed}")
+
+
+def stable_json_float(x: float) -> float | None:
+    """JSON has no NaN: map non-finite floats to None."""
+    return x if math.isfinite(x) else None

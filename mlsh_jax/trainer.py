@@ -1,0 +1,275 @@
+"""The MLSH trainer: B task slots, each with its own master, updated in one jitted step.
+
+One call of `Trainer.update` is one MLSH update of every slot:
+1. every slot collects D = E x T env steps with its master and the shared sub-policies;
+2. every slot's master gets a PPO update on its macro transitions (summed rewards, one per N steps);
+3. the sub-policies get one PPO update on the steps of the slots that are in their joint phase,
+   each step training only the sub-policy that was active at it (gradients pooled over those slots);
+4. running observation statistics are updated, phases advance, and slots whose lifetime (W + U
+   updates) ended start a new one: new task, freshly drawn master, fresh optimizer state, envs reset.
+Slot lifetimes are staggered so that some slot is in its joint phase at every update. The
+shared-policy baseline (`algorithm="shared"`) is the same step with no master and every slot training
+the one policy.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from brax.training.acme import running_statistics, specs
+from flax import struct
+
+from envs import ENV_REGISTRY, TaskEnv, make_env
+from mlsh_jax.config import MLSHConfig
+from mlsh_jax.losses import PPOBatch, compute_gae, ppo_loss
+from mlsh_jax.networks import ActorCritic
+from mlsh_jax.ppo import Learner, make_optimizer, ppo_update
+from mlsh_jax.rollout import MacroRecord, SlotEnvs, StepRecord, reset_slot_envs, slot_rollout
+
+
+@struct.dataclass
+class Slots:
+    """Every task slot's own state, leading axis [B].
+
+    Attributes:
+      master: each slot's master params and optimizer state (None for the shared-policy baseline).
+      task: each slot's task pytree.
+      envs: each slot's E env copies, [B, E].
+      phase: updates done in the current lifetime, int32 [B]; warmup while < W, joint after.
+    """
+
+    master: Learner | None
+    task: Any
+    envs: SlotEnvs
+    phase: jax.Array
+
+
+@struct.dataclass
+class TrainState:
+    """Everything an MLSH run carries from one update to the next.
+
+    Attributes:
+      subs: the K sub-policies (params and optimizer state stacked on a leading axis [K]).
+      obs_stats: running observation mean/std (brax `RunningStatisticsState`), shared by both levels.
+      slots: the B task slots.
+      key: PRNG key.
+      update: updates done so far, int32 [].
+    """
+
+    subs: Learner
+    obs_stats: running_statistics.RunningStatisticsState
+    slots: Slots
+    key: jax.Array
+    update: jax.Array
+
+
+def _stacked(optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
+    """The same optimizer applied independently to each entry of a stack of parameter sets."""
+    return optax.GradientTransformation(jax.vmap(optimizer.init), jax.vmap(optimizer.update))
+
+
+def _select(pred: jax.Array, on_true, on_false):
+    """Per-entry `where` over two pytrees whose leaves share the leading axis of `pred`."""
+    def pick(a, b):
+        return jnp.where(pred.reshape(pred.shape + (1,) * (a.ndim - pred.ndim)), a, b)
+    return jax.tree.map(pick, on_true, on_false)
+
+
+def _flatten_samples(tree, num_axes: int):
+    """Merges the first `num_axes` axes of every leaf into one sample axis."""
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[num_axes:]), tree)
+
+
+class Trainer:
+    """Builds the networks, optimizers and the jitted update for one configuration.
+
+    Attributes:
+      config: the validated configuration.
+      env: the task distribution.
+      update: jitted `TrainState -> (TrainState, metrics)`; compiles once per configuration.
+    """
+
+    def __init__(self, config: MLSHConfig, env: TaskEnv | None = None):
+        self.config = config.validate(tuple(ENV_REGISTRY))
+        self.env = env if env is not None else make_env(config.env, episode_length=config.episode_length)
+        self.master_model = ActorCritic(config.num_subpolicies, tuple(config.hidden_sizes))
+        self.sub_model = ActorCritic(self.env.num_actions, tuple(config.hidden_sizes))
+        self.master_optimizer = make_optimizer(config.master)
+        self.sub_optimizer = _stacked(make_optimizer(config.sub))
+        self.update = jax.jit(self.update_step, donate_argnums=0)
+
+    # ---- state ---------------------------------------------------------------------------------
+    def init(self, key: jax.Array) -> TrainState:
+        """Initial state: K fresh sub-policies, B slots at staggered phases of a first lifetime."""
+        cfg = self.config
+        sub_key, slot_key, key = jax.random.split(key, 3)
+        dummy_obs = jnp.zeros((self.env.observation_size,))
+        sub_params = jax.vmap(self.sub_model.init, in_axes=(0, None))(
+            jax.random.split(sub_key, cfg.num_subpolicies), dummy_obs
+        )
+        master, task, envs = jax.vmap(self.new_lifetime)(jax.random.split(slot_key, cfg.num_slots))
+        slots = Slots(master=master, task=task, envs=envs,
+                      phase=jnp.asarray(cfg.initial_phases, jnp.int32))
+        obs_stats = running_statistics.init_state(
+            specs.Array((self.env.observation_size,), jnp.dtype("float32"))
+        )
+        subs = Learner(sub_params, self.sub_optimizer.init(sub_params))
+        return TrainState(subs=subs, obs_stats=obs_stats, slots=slots, key=key,
+                          update=jnp.zeros((), jnp.int32))
+
+    def fresh_master(self, key: jax.Array) -> Learner | None:
+        """A freshly drawn master policy with a fresh optimizer state (None without a hierarchy)."""
+        if not self.config.hierarchical:
+            return None
+        params = self.master_model.init(key, jnp.zeros((self.env.observation_size,)))
+        return Learner(params, self.master_optimizer.init(params))
+
+    def new_lifetime(self, key: jax.Array) -> tuple[Learner | None, Any, SlotEnvs]:
+        """What one slot starts a lifetime with: (fresh master, new task, env copies reset)."""
+        master_key, task_key, env_key = jax.random.split(key, 3)
+        task = self.env.sample_task(task_key)
+        envs = reset_slot_envs(self.env, task, env_key, self.config.envs_per_slot)
+        return self.fresh_master(master_key), task, envs
+
+    def normalize(self, obs_stats, obs: jax.Array) -> jax.Array:
+        """Raw observations [..., obs] -> normalised and clipped network inputs."""
+        return running_statistics.normalize(obs, obs_stats, max_abs_value=self.config.obs_clip)
+
+    # ---- the update ----------------------------------------------------------------------------
+    def update_step(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One MLSH update of every slot (pure; `self.update` is its jitted form)."""
+        cfg = self.config
+        key, rollout_key, master_key, sub_key, reset_key = jax.random.split(state.key, 5)
+        slots = state.slots
+        normalize = functools.partial(self.normalize, state.obs_stats)
+
+        rollout = functools.partial(slot_rollout, self.env, cfg, self.master_model, self.sub_model, normalize)
+        envs, steps, macros, episodes = jax.vmap(rollout, in_axes=(0, None, 0, 0, 0))(
+            None if slots.master is None else slots.master.params, state.subs.params,
+            slots.task, slots.envs, jax.random.split(rollout_key, cfg.num_slots),
+        )
+
+        # The shared-policy baseline has no warmup: every slot trains the one policy.
+        in_joint_phase = (slots.phase >= cfg.warmup_updates) | (not cfg.hierarchical)
+        metrics = {}
+        master = slots.master
+        if cfg.hierarchical:
+            master, metrics["master"] = self._update_masters(master, macros, normalize, master_key)
+        subs, metrics["sub"] = self._update_subpolicies(state.subs, steps, in_joint_phase, normalize, sub_key)
+        obs_stats = running_statistics.update(state.obs_stats, steps.obs)
+
+        phase = slots.phase + 1
+        lifetime_over = phase >= cfg.lifetime
+        fresh_master, fresh_task, fresh_envs = jax.vmap(self.new_lifetime)(
+            jax.random.split(reset_key, cfg.num_slots)
+        )
+        slots = Slots(
+            master=_select(lifetime_over, fresh_master, master),
+            task=_select(lifetime_over, fresh_task, slots.task),
+            envs=_select(lifetime_over, fresh_envs, envs),
+            phase=jnp.where(lifetime_over, 0, phase),
+        )
+        metrics.update(self._episode_metrics(episodes, in_joint_phase, state.slots.phase))
+        new_state = TrainState(subs=subs, obs_stats=obs_stats, slots=slots, key=key, update=state.update + 1)
+        return new_state, metrics
+
+    def _update_masters(self, masters: Learner, macros: MacroRecord, normalize, key: jax.Array):
+        """PPO on every slot's own master, from its macro transitions [B, M, E]."""
+        cfg = self.config
+        state_value = functools.partial(self.master_model.apply, method=ActorCritic.state_value)
+        obs = normalize(macros.obs)
+        values = jax.vmap(state_value)(masters.params, obs)
+        next_values = jax.vmap(state_value)(masters.params, normalize(macros.final_obs))
+        advantages, returns = jax.vmap(
+            functools.partial(compute_gae, discount=cfg.master.discount, gae_lambda=cfg.master.gae_lambda)
+        )(macros.reward, values, next_values, macros.terminated, macros.truncated)
+        batch = PPOBatch(obs=obs, actions=macros.action, log_probs=macros.log_prob, values=values,
+                         advantages=advantages, returns=returns)
+        batch = jax.vmap(functools.partial(_flatten_samples, num_axes=2))(batch)
+        weights = jnp.ones((cfg.master_batch_size,))
+        update_one = functools.partial(
+            ppo_update, loss_fn=self._loss_fn(self.master_model, cfg.master), optimizer=self.master_optimizer,
+            epochs=cfg.master.epochs, num_minibatches=cfg.master.minibatches_for(cfg.master_batch_size),
+        )
+        masters, metrics = jax.vmap(update_one, in_axes=(0, 0, None, 0))(
+            masters, batch, weights, jax.random.split(key, cfg.num_slots)
+        )
+        return masters, jax.tree.map(jnp.mean, metrics)
+
+    def _update_subpolicies(self, subs: Learner, steps: StepRecord, in_joint_phase, normalize, key):
+        """PPO on the K sub-policies from the steps [B, T, E] of the slots in their joint phase.
+
+        The joint slots are gathered into a static-size block of `joint_slot_capacity` slots (the
+        schedule is deterministic, so that bound is exact); unused entries get weight 0. A
+        sub-policy that was active at no step keeps its parameters and optimizer state unchanged.
+        """
+        cfg = self.config
+        capacity = cfg.joint_slot_capacity
+        if cfg.hierarchical:
+            joint_slots = jnp.nonzero(in_joint_phase, size=capacity, fill_value=0)[0]
+            valid = jnp.arange(capacity) < jnp.sum(in_joint_phase)
+            steps = jax.tree.map(lambda x: x[joint_slots], steps)
+        else:
+            valid = jnp.ones((capacity,), bool)
+
+        obs = normalize(steps.obs)
+        values = self._active_values(subs.params, obs, steps.sub_index)
+        next_values = self._active_values(subs.params, normalize(steps.final_obs), steps.sub_index)
+        advantages, returns = jax.vmap(
+            functools.partial(compute_gae, discount=cfg.sub.discount, gae_lambda=cfg.sub.gae_lambda)
+        )(steps.reward, values, next_values, steps.terminated, steps.truncated)
+        batch = PPOBatch(obs=obs, actions=steps.action, log_probs=steps.log_prob, values=values,
+                         advantages=advantages, returns=returns)
+        weights = jax.nn.one_hot(steps.sub_index, cfg.num_subpolicies) * valid[:, None, None, None]
+        batch, weights = _flatten_samples((batch, weights), num_axes=3)
+
+        single_loss = self._loss_fn(self.sub_model, cfg.sub)
+
+        def stacked_loss(params, minibatch, minibatch_weights):
+            losses, metrics = jax.vmap(single_loss, in_axes=(0, None, 1))(params, minibatch, minibatch_weights)
+            return jnp.sum(losses), metrics
+
+        updated, metrics = ppo_update(
+            subs, batch, weights, key, stacked_loss, self.sub_optimizer,
+            epochs=cfg.sub.epochs, num_minibatches=cfg.sub.minibatches_for(weights.shape[0]),
+        )
+        trained = jnp.sum(weights, axis=0) > 0
+        metrics["trained"] = trained.astype(jnp.float32)
+        return _select(trained, updated, subs), metrics
+
+    def _active_values(self, sub_params, obs: jax.Array, sub_index: jax.Array) -> jax.Array:
+        """Value [...] of the active sub-policy's value net for observations [..., obs]."""
+        state_value = functools.partial(self.sub_model.apply, method=ActorCritic.state_value)
+        all_values = jax.vmap(state_value, in_axes=(0, None))(sub_params, obs)
+        return jnp.take_along_axis(all_values, sub_index[None], axis=0)[0]
+
+    @staticmethod
+    def _loss_fn(model: ActorCritic, ppo):
+        """`(params, batch, weights) -> (loss, metrics)` for one learner with `model`."""
+        return functools.partial(
+            ppo_loss, apply_fn=model.apply, clip_eps=ppo.clip_eps, value_clip=ppo.value_clip,
+            entropy_coef=ppo.entropy_coef, value_coef=ppo.value_coef,
+        )
+
+    def _episode_metrics(self, episodes, in_joint_phase, phase) -> dict[str, jax.Array]:
+        """Mean returns of the episodes that ended (all slots, joint-phase slots, per phase), usage."""
+        def mean_over(mask):
+            total = jnp.sum(jnp.where(mask, episodes.return_sum, 0.0))
+            count = jnp.sum(jnp.where(mask, episodes.episode_count, 0.0))
+            return jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
+
+        all_slots = jnp.ones_like(in_joint_phase)
+        by_phase = jax.vmap(lambda p: mean_over(phase == p))(jnp.arange(self.config.lifetime))
+        usage = episodes.sub_steps / jnp.sum(episodes.sub_steps, axis=-1, keepdims=True)
+        return {
+            "mean_return": mean_over(all_slots),
+            "mean_return_post_warmup": mean_over(in_joint_phase),
+            "mean_return_by_phase": by_phase,
+            "sub_usage": jnp.mean(usage, axis=0),
+            "sub_usage_per_slot": usage,
+            "joint_slots": jnp.sum(in_joint_phase).astype(jnp.int32),
+        }
