@@ -4,3 +4,7 @@ from mlsh_jax.config import ConfigError, MLSHConfig, PPOConfig
 from mlsh_jax.trainer import TrainState, Trainer
 
 __all__ = ["ConfigError", "MLSHConfig", "PPOConfig", "TrainState", "Trainer"]
+
+from mlsh_jax.loading import LoadedRun, PolicyOutput, RunLoadError, load_run  # noqa: E402
+
+__all__ += ["LoadedRun", "PolicyOutput", "RunLoadError", "load_run"]

@@ -94,17 +94,25 @@ class Trainer:
     """
 
     def __init__(self, config: MLSHConfig, env: TaskEnv | None = None):
-        self.config = config.validate(tuple(ENV_REGISTRY))
-        self.env = env if env is not None else make_env(config.env, episode_length=config.episode_length)
+        if env is None:
+            config.validate(tuple(ENV_REGISTRY))
+            env = make_env(config.env, episode_length=config.episode_length)
+        elif env.episode_length != config.episode_length:
+            raise ValueError(f"env.episode_length={env.episode_length} differs from the configuration's "
+                             f"episode_length={config.episode_length}")
+        self.config = config.validate()
+        self.env = env
         self.master_model = ActorCritic(config.num_subpolicies, tuple(config.hidden_sizes))
         self.sub_model = ActorCritic(self.env.num_actions, tuple(config.hidden_sizes))
         self.master_optimizer = make_optimizer(config.master)
         self.sub_optimizer = _stacked(make_optimizer(config.sub))
         self.update = jax.jit(self.update_step, donate_argnums=0)
+        self.init = jax.jit(self.initial_state)
 
     # ---- state ---------------------------------------------------------------------------------
-    def init(self, key: jax.Array) -> TrainState:
-        """Initial state: K fresh sub-policies, B slots at staggered phases of a first lifetime."""
+    def initial_state(self, key: jax.Array) -> TrainState:
+        """Initial state (pure; `self.init` is its jitted form): K fresh sub-policies and B slots
+        at staggered phases of a first lifetime."""
         cfg = self.config
         sub_key, slot_key, key = jax.random.split(key, 3)
         dummy_obs = jnp.zeros((self.env.observation_size,))

@@ -1,0 +1,117 @@
+"""Loading a finished (or checkpointed) run back, to inspect or deploy what it learned."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mlsh_jax import checkpoint
+from mlsh_jax.config import MLSHConfig
+from mlsh_jax.networks import ActorCritic
+from mlsh_jax.trainer import Trainer, TrainState
+
+
+class RunLoadError(ValueError):
+    """The directory is not a run that can be loaded (message says why)."""
+
+
+class PolicyOutput(NamedTuple):
+    """`action` [...] of the requested sub-policy and the master's `master_choice` [...] (None for
+    the shared-policy baseline, which has no master)."""
+
+    action: jax.Array
+    master_choice: jax.Array | None
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """A run restored from its newest checkpoint.
+
+    Attributes:
+      config: the run's resolved configuration.
+      trainer: networks and env rebuilt from the configuration.
+      state: the restored `TrainState` (sub-policies, every slot's master, observation statistics).
+      update: the update number of the checkpoint.
+    """
+
+    config: MLSHConfig
+    trainer: Trainer
+    state: TrainState
+    update: int
+
+    def act(self, obs, sub_index, slot: int = 0, key: jax.Array | None = None) -> PolicyOutput:
+        """What the learned policies do for raw environment observations.
+
+        Args:
+          obs: raw observation(s) [..., observation_size], as the env returns them.
+          sub_index: which sub-policy acts, int or int array broadcastable to obs[..., 0].
+          slot: whose master to ask (masters are task-specific; each task slot has its own).
+          key: sample actions with this key; None takes the most likely actions.
+
+        Returns:
+          PolicyOutput(action of sub-policy `sub_index` [...], master choice of sub-policy [...]).
+        """
+        obs = jnp.asarray(obs, jnp.float32)
+        normalized = self.trainer.normalize(self.state.obs_stats, obs)
+        sub_index = jnp.broadcast_to(jnp.asarray(sub_index, jnp.int32), obs.shape[:-1])
+        if jnp.any((sub_index < 0) | (sub_index >= self.config.num_subpolicies)):
+            raise ValueError(f"sub_index must be in [0, {self.config.num_subpolicies}), got {sub_index}")
+        logits_of = lambda params: self.trainer.sub_model.apply(params, normalized, method=ActorCritic.logits)
+        all_logits = jax.vmap(logits_of)(self.state.subs.params)          # [K, ..., A]
+        logits = jnp.take_along_axis(all_logits, sub_index[None, ..., None], axis=0)[0]
+        master_choice, master_key = None, None
+        if key is not None:
+            key, master_key = jax.random.split(key)
+        if self.state.slots.master is not None:
+            if not 0 <= slot < self.config.num_slots:
+                raise ValueError(f"slot must be in [0, {self.config.num_slots}), got {slot}")
+            master_params = jax.tree.map(lambda x: x[slot], self.state.slots.master.params)
+            master_logits = self.trainer.master_model.apply(master_params, normalized, method=ActorCritic.logits)
+            master_choice = _pick(master_logits, master_key)
+        return PolicyOutput(action=_pick(logits, key), master_choice=master_choice)
+
+
+def _pick(logits: jax.Array, key: jax.Array | None) -> jax.Array:
+    return jnp.argmax(logits, -1) if key is None else jax.random.categorical(key, logits)
+
+
+def load_config(run_dir: str | pathlib.Path) -> MLSHConfig:
+    """The configuration a run was made with (`RUN/config.json`)."""
+    run = pathlib.Path(run_dir)
+    if not run.is_dir():
+        raise RunLoadError(f"run directory {run} does not exist")
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise RunLoadError(f"{run} is not a run directory: it has no config.json")
+    try:
+        return MLSHConfig.from_dict(json.loads(config_path.read_text()))
+    except (ValueError, TypeError) as error:
+        raise RunLoadError(f"{config_path} is not a valid run configuration: {error}") from None
+
+
+def load_run(run_dir: str | pathlib.Path) -> LoadedRun:
+    """Loads a run directory: its configuration and the state of its newest checkpoint.
+
+    Example:
+        run = load_run("runs/moving_bandits_fast_s0")
+        out = run.act(obs, sub_index=1)   # out.action, out.master_choice
+    """
+    run = pathlib.Path(run_dir)
+    config = load_config(run)
+    trainer = Trainer(config)
+    if not (run / checkpoint.CHECKPOINT_DIR).is_dir():
+        raise RunLoadError(f"{run} has no checkpoint (no {checkpoint.CHECKPOINT_DIR}/ folder)")
+    abstract = jax.eval_shape(trainer.initial_state, jax.random.PRNGKey(0))
+    manager = checkpoint.checkpoint_manager(run)
+    try:
+        update, state = checkpoint.restore_latest(manager, abstract)
+    except FileNotFoundError:
+        raise RunLoadError(f"{run} has no finished checkpoint yet") from None
+    finally:
+        manager.close()
+    return LoadedRun(config=config, trainer=trainer, state=state, update=int(update))

@@ -1,0 +1,114 @@
+"""Trainer invariants: one compile, exact W-then-U schedule, bit-identical sub-policies during
+warmup, no update for an inactive sub-policy, fresh masters at slot resets."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from mlsh_jax import Trainer
+
+
+def leaves_equal(a, b) -> bool:
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.fixture(scope="module")
+def one_slot_run():
+    """A single slot (W=2, U=1) stepped for 7 updates, with everything recorded per update."""
+    config = tiny_config(num_slots=1, warmup_updates=2, joint_updates=1)
+    trainer = Trainer(config)
+    update = jax.jit(chex.assert_max_traces(trainer.update_step, n=1))
+    state = trainer.init(jax.random.PRNGKey(0))
+    history = [jax.device_get(state)]
+    for _ in range(7):
+        state, _ = update(state)
+        history.append(jax.device_get(state))
+    return config, history
+
+
+def test_update_compiles_once(one_slot_run):
+    # The fixture ran 7 updates through chex.assert_max_traces(n=1): a retrace would have raised.
+    assert len(one_slot_run[1]) == 8
+
+
+def test_schedule_is_exactly_w_then_u_per_lifetime(one_slot_run):
+    config, history = one_slot_run
+    phases = [int(s.slots.phase[0]) for s in history]
+    assert phases == [0, 1, 2, 0, 1, 2, 0, 1]
+    sub_changed = [not leaves_equal(a.subs.params, b.subs.params) for a, b in zip(history, history[1:])]
+    # Updates made at phases 0, 1 (warmup) leave the sub-policies bit-identical; phase 2 (joint) trains them.
+    assert sub_changed == [False, False, True, False, False, True, False]
+
+
+def test_warmup_updates_train_the_master(one_slot_run):
+    _, history = one_slot_run
+    assert not leaves_equal(history[0].slots.master.params, history[1].slots.master.params)
+
+
+def test_slot_reset_draws_a_fresh_master_and_zeroes_its_optimizer(one_slot_run):
+    _, history = one_slot_run
+    before_reset, after_reset = history[2], history[3]      # lifetime ended at the 3rd update
+    first_master = history[0].slots.master.params
+    assert not leaves_equal(after_reset.slots.master.params, before_reset.slots.master.params)
+    assert not leaves_equal(after_reset.slots.master.params, first_master)
+    adam = after_reset.slots.master.opt_state[0]
+    assert int(adam.count[0]) == 0
+    assert all(float(np.abs(x).max()) == 0.0 for x in jax.tree.leaves((adam.mu, adam.nu)))
+    # ...while within a lifetime the optimizer state accumulates.
+    assert int(history[2].slots.master.opt_state[0].count[0]) > 0
+
+
+def test_new_lifetime_draws_a_new_task_sometimes():
+    trainer = Trainer(tiny_config(num_slots=1))
+    tasks = [int(trainer.new_lifetime(jax.random.PRNGKey(i))[1].correct_goal) for i in range(12)]
+    assert set(tasks) == {0, 1}
+
+
+def test_slots_are_staggered_so_subpolicies_train_every_update():
+    config = tiny_config(num_slots=3, warmup_updates=2, joint_updates=1)
+    assert config.initial_phases == (0, 1, 2)
+    assert config.joint_slot_capacity == 1
+    trainer = Trainer(config)
+    state = trainer.init(jax.random.PRNGKey(0))
+    for _ in range(4):
+        previous = jax.device_get(state.subs.params)
+        state, metrics = trainer.update(state)
+        assert int(metrics["joint_slots"]) == 1
+        assert not leaves_equal(previous, state.subs.params)
+
+
+def test_inactive_subpolicy_gets_no_update():
+    config = tiny_config(num_slots=2, warmup_updates=0, joint_updates=1, num_subpolicies=3)
+    trainer = Trainer(config)
+    state = trainer.init(jax.random.PRNGKey(0))
+    normalize = lambda obs: trainer.normalize(state.obs_stats, obs)
+    _, steps, _, _ = jax.vmap(
+        lambda mp, task, envs, key: __import__("mlsh_jax.rollout", fromlist=["slot_rollout"]).slot_rollout(
+            trainer.env, config, trainer.master_model, trainer.sub_model, normalize, mp,
+            state.subs.params, task, envs, key)
+    )(state.slots.master.params, state.slots.task, state.slots.envs, jax.random.split(jax.random.PRNGKey(1), 2))
+    # Only sub-policies 0 and 2 act in this batch.
+    steps = steps.replace(sub_index=jnp.where(steps.sub_index == 1, 0, steps.sub_index).at[:, 0].set(2))
+    in_joint = jnp.ones((2,), bool)
+    subs, metrics = trainer._update_subpolicies(state.subs, steps, in_joint, normalize, jax.random.PRNGKey(2))
+    np.testing.assert_array_equal(metrics["trained"], [1.0, 0.0, 1.0])
+    pick = lambda tree, k: jax.tree.map(lambda x: x[k], tree)
+    assert leaves_equal(pick(subs.params, 1), pick(state.subs.params, 1))
+    assert leaves_equal(pick(subs.opt_state, 1), pick(state.subs.opt_state, 1))
+    assert not leaves_equal(pick(subs.params, 0), pick(state.subs.params, 0))
+    assert not leaves_equal(pick(subs.params, 2), pick(state.subs.params, 2))
+
+
+def test_shared_baseline_trains_one_policy_on_every_slot():
+    config = tiny_config(algorithm="shared", num_subpolicies=1)
+    trainer = Trainer(config)
+    state = trainer.init(jax.random.PRNGKey(0))
+    assert state.slots.master is None
+    previous = jax.device_get(state.subs.params)
+    state, metrics = trainer.update(state)
+    assert int(metrics["joint_slots"]) == config.num_slots
+    assert np.isfinite(float(metrics["mean_return_post_warmup"]))
+    assert not leaves_equal(previous, state.subs.params)
