@@ -26,7 +26,10 @@ class PPOConfig:
       num_minibatches: minibatches per epoch; 0 means "derive from minibatch_size".
       minibatch_size: samples per minibatch, used when num_minibatches is 0.
       clip_eps: PPO ratio clip.
-      value_clip: clip of the value prediction around its old value (0 disables).
+      value_clip: clip of the value prediction around its old value (0 disables). The original code
+        clips at 0.2 on unnormalised returns; on moving bandits (returns 0-40) that lets a value move
+        0.2 per update and stalls learning (measured: post-warmup return 22.5 after 50 updates with
+        it, 40.7 after 30 without), so it is off by default.
       entropy_coef: weight of the entropy bonus.
       value_coef: weight of the value loss.
       max_grad_norm: global-norm gradient clip (0 disables).
@@ -39,7 +42,7 @@ class PPOConfig:
     num_minibatches: int = 15
     minibatch_size: int = 64
     clip_eps: float = 0.2
-    value_clip: float = 0.2
+    value_clip: float = 0.0
     entropy_coef: float = 0.0
     value_coef: float = 1.0
     max_grad_norm: float = 0.0

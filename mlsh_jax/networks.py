@@ -9,19 +9,8 @@ import jax
 import jax.numpy as jnp
 
 
-def normc(scale: float = 1.0):
-    """The original MLSH/baselines initializer: Gaussian columns rescaled to norm `scale`.
-
-    (Cheap to compile, unlike orthogonal init's QR decomposition.)
-    """
-    def init(key, shape, dtype=jnp.float32):
-        weights = jax.random.normal(key, shape, dtype)
-        return weights * scale / jnp.sqrt(jnp.sum(jnp.square(weights), axis=0, keepdims=True))
-    return init
-
-
 class MLP(nn.Module):
-    """tanh MLP with a linear output layer whose weight columns start at norm `output_scale`."""
+    """tanh MLP with a linear output layer whose weights start at scale `output_scale`."""
 
     hidden_sizes: Sequence[int]
     output_size: int
@@ -30,8 +19,8 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for size in self.hidden_sizes:
-            x = nn.tanh(nn.Dense(size, kernel_init=normc(1.0))(x))
-        return nn.Dense(self.output_size, kernel_init=normc(self.output_scale))(x)
+            x = nn.tanh(nn.Dense(size, kernel_init=nn.initializers.orthogonal(jnp.sqrt(2.0)))(x))
+        return nn.Dense(self.output_size, kernel_init=nn.initializers.orthogonal(self.output_scale))(x)
 
 
 class ActorCritic(nn.Module):

@@ -74,4 +74,4 @@ def ppo_update(
         return jax.lax.scan(minibatch_step, learner, minibatches)
 
     learner, metrics = jax.lax.scan(epoch, learner, jax.random.split(key, epochs))
-    return learner, jax.tree.map(jnp.mean, metrics)
+    return learner, jax.tree.map(lambda x: jnp.mean(x, axis=(0, 1)), metrics)

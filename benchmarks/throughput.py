@@ -1,0 +1,164 @@
+"""Env steps per second of the moving-bandits env alone, the MLSH training loop, and rejax's flat PPO
+on the same env with matched batch, epochs and minibatches, at several task-slot counts B.
+
+    python -m benchmarks.throughput                  # B = 10, 100, 1000; prints one JSON document
+    python -m benchmarks.throughput --slots 10 100 --repeats 3
+
+Each measurement runs in a fresh subprocess (so compile time and peak memory are its own), after
+warm-up calls: the first call compiles, timed calls follow. rejax is an optional extra
+(`pip install -e '.[bench]'`); without it that column is reported as missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+KINDS = ("env", "mlsh", "rejax")
+
+
+def _config(num_slots: int):
+    """The paper's moving-bandits settings, with 16 sub-policy minibatches instead of 15 so that
+    rejax (which needs the batch to split evenly) runs the same minibatch count."""
+    import dataclasses
+    from mlsh_jax.config import MLSHConfig
+    config = MLSHConfig(num_slots=num_slots)
+    return dataclasses.replace(config, sub=dataclasses.replace(config.sub, num_minibatches=16))
+
+
+def _timed(fn, repeats: int) -> tuple[float, float]:
+    """(seconds of the first call = compile + run, mean seconds of `repeats` further calls)."""
+    import jax
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    jax.block_until_ready(fn())  # a second warm-up: a state from reset and from step may differ
+    start = time.perf_counter()
+    for _ in range(repeats):
+        jax.block_until_ready(fn())
+    return first, (time.perf_counter() - start) / repeats
+
+
+def measure_env(num_slots: int, repeats: int) -> dict:
+    """The env alone: vmap over B slots x E copies, scan over T steps, random actions, auto-reset."""
+    import jax
+    from envs import auto_reset_step, make_env
+    config = _config(num_slots)
+    env = make_env(config.env, episode_length=config.episode_length)
+    E, T = config.envs_per_slot, config.rollout_length
+    step_envs = jax.vmap(jax.vmap(auto_reset_step, in_axes=(None, None, 0, 0, 0)), in_axes=(None, 0, 0, 0, 0))
+
+    @jax.jit
+    def run(key):
+        task_key, reset_key, run_key = jax.random.split(key, 3)
+        tasks = jax.vmap(env.sample_task)(jax.random.split(task_key, num_slots))
+        states = jax.vmap(lambda t, k: jax.vmap(env.reset, in_axes=(None, 0))(t, jax.random.split(k, E)))(
+            tasks, jax.random.split(reset_key, num_slots))
+
+        def step(states, key):
+            action_key, env_key = jax.random.split(key)
+            actions = jax.random.randint(action_key, (num_slots, E), 0, env.num_actions)
+            out = step_envs(env, tasks, states, actions, jax.random.split(env_key, (num_slots, E)))
+            return out.state, out.reward.sum()
+
+        return jax.lax.scan(step, states, jax.random.split(run_key, T))[1].sum()
+
+    key = jax.random.PRNGKey(0)
+    first, per_call = _timed(lambda: run(key), repeats)
+    return {"steps_per_call": num_slots * E * T, "first_call_s": first, "per_call_s": per_call}
+
+
+def measure_mlsh(num_slots: int, repeats: int) -> dict:
+    """One MLSH update of B slots (D = 2000 steps each) per call."""
+    import jax
+    from mlsh_jax import Trainer
+    trainer = Trainer(_config(num_slots))
+    holder = {"state": trainer.init(jax.random.PRNGKey(0))}
+
+    def call():
+        holder["state"], metrics = trainer.update(holder["state"])
+        return metrics
+
+    first, per_call = _timed(call, repeats)
+    return {"steps_per_call": trainer.config.env_steps_per_update, "first_call_s": first, "per_call_s": per_call}
+
+
+def measure_rejax(num_slots: int, repeats: int) -> dict:
+    """rejax PPO on the same env (a new task each episode), B x E envs x T steps per iteration, the
+    sub-policies' epochs and minibatches, 2x64 tanh nets, observation normalisation."""
+    import jax
+    from rejax import PPO
+    from envs import make_env
+    from envs.adapters import to_gymnax
+    config = _config(num_slots)
+    env = to_gymnax(make_env(config.env, episode_length=config.episode_length))
+    steps_per_iteration = num_slots * config.steps_per_slot
+    iterations = 2
+    algo = PPO.create(
+        env=env, env_params=env.default_params, num_envs=num_slots * config.envs_per_slot,
+        num_steps=config.rollout_length, num_epochs=config.sub.epochs,
+        num_minibatches=config.sub.num_minibatches, total_timesteps=iterations * steps_per_iteration,
+        eval_freq=10 * iterations * steps_per_iteration, learning_rate=config.sub.learning_rate,
+        gamma=config.sub.discount, gae_lambda=config.sub.gae_lambda, clip_eps=config.sub.clip_eps,
+        ent_coef=0.0, vf_coef=1.0, normalize_observations=True, skip_initial_evaluation=True,
+        agent_kwargs={"activation": "tanh", "hidden_layer_sizes": tuple(config.hidden_sizes)},
+    )
+    train = jax.jit(algo.train)
+    key = jax.random.PRNGKey(0)
+    first, per_call = _timed(lambda: train(key), repeats)
+    return {"steps_per_call": iterations * steps_per_iteration, "first_call_s": first, "per_call_s": per_call}
+
+
+def measure_one(kind: str, num_slots: int, repeats: int) -> dict:
+    """Runs one measurement in this process; adds steps/s and peak memory."""
+    result = {"env": measure_env, "mlsh": measure_mlsh, "rejax": measure_rejax}[kind](num_slots, repeats)
+    result["env_steps_per_s"] = result["steps_per_call"] / result["per_call_s"]
+    result["compile_s_approx"] = max(0.0, result["first_call_s"] - result["per_call_s"])
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def run_in_subprocess(kind: str, num_slots: int, repeats: int) -> dict:
+    command = [sys.executable, "-m", "benchmarks.throughput", "--one", kind, "--slots", str(num_slots),
+               "--repeats", str(repeats)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(lines[-1])
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slots", type=int, nargs="+", default=[10, 100, 1000], help="task-slot counts B")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--one", choices=KINDS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure_one(args.one, args.slots[0], args.repeats)))
+        return {}
+    import platform
+    import jax
+    report = {"device": jax.devices()[0].device_kind, "cpu_count": __import__("os").cpu_count(),
+              "machine": platform.machine(), "jax": jax.__version__, "results": {}}
+    for num_slots in args.slots:
+        row = {kind: run_in_subprocess(kind, num_slots, args.repeats) for kind in args.kinds}
+        rate = {k: v.get("env_steps_per_s") for k, v in row.items()}
+        if rate.get("mlsh") and rate.get("rejax"):
+            row["mlsh_over_rejax"] = rate["mlsh"] / rate["rejax"]
+        if rate.get("mlsh") and rate.get("env"):
+            row["mlsh_over_env"] = rate["mlsh"] / rate["env"]
+        report["results"][f"B={num_slots}"] = row
+        print(f"# B={num_slots}: " + ", ".join(f"{k} {v:,.0f} steps/s" for k, v in rate.items() if v),
+              file=sys.stderr, flush=True)
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
