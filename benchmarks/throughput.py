@@ -1,5 +1,10 @@
-"""Env steps per second of the moving-bandits env alone, the MLSH training loop, and rejax's flat PPO
-on the same env with matched batch, epochs and minibatches, at several task-slot counts B.
+"""Env steps per second of the moving-bandits env alone, the MLSH training loop, our flat shared-policy
+PPO and rejax's flat PPO on the same env with matched batch, epochs and minibatches, at several
+task-slot counts B.
+
+MLSH trains its sub-policies only on the slots in their joint phase (U / (W + U) of the data) and its
+masters on macro steps, so per env step it does less gradient work than a flat PPO that trains on
+every step; the shared-policy row is the like-for-like comparison of the PPO machinery with rejax.
 
     python -m benchmarks.throughput                  # B = 10, 100, 1000; prints one JSON document
     python -m benchmarks.throughput --slots 10 100 --repeats 3
@@ -18,7 +23,7 @@ import subprocess
 import sys
 import time
 
-KINDS = ("env", "mlsh", "rejax")
+KINDS = ("env", "mlsh", "shared", "rejax")
 
 
 def _config(num_slots: int):
@@ -72,11 +77,16 @@ def measure_env(num_slots: int, repeats: int) -> dict:
     return {"steps_per_call": num_slots * E * T, "first_call_s": first, "per_call_s": per_call}
 
 
-def measure_mlsh(num_slots: int, repeats: int) -> dict:
-    """One MLSH update of B slots (D = 2000 steps each) per call."""
+def measure_mlsh(num_slots: int, repeats: int, algorithm: str = "mlsh") -> dict:
+    """One update of B slots (D = 2000 steps each) per call: MLSH, or with `algorithm="shared"` our
+    flat shared-policy PPO, which like rejax trains on all B x D steps (a like-for-like flat peer)."""
+    import dataclasses
     import jax
     from mlsh_jax import Trainer
-    trainer = Trainer(_config(num_slots))
+    config = _config(num_slots)
+    if algorithm == "shared":
+        config = dataclasses.replace(config, algorithm="shared", num_subpolicies=1)
+    trainer = Trainer(config)
     holder = {"state": trainer.init(jax.random.PRNGKey(0))}
 
     def call():
@@ -115,7 +125,9 @@ def measure_rejax(num_slots: int, repeats: int) -> dict:
 
 def measure_one(kind: str, num_slots: int, repeats: int) -> dict:
     """Runs one measurement in this process; adds steps/s and peak memory."""
-    result = {"env": measure_env, "mlsh": measure_mlsh, "rejax": measure_rejax}[kind](num_slots, repeats)
+    measure = {"env": measure_env, "mlsh": measure_mlsh, "rejax": measure_rejax,
+               "shared": lambda b, r: measure_mlsh(b, r, algorithm="shared")}[kind]
+    result = measure(num_slots, repeats)
     result["env_steps_per_s"] = result["steps_per_call"] / result["per_call_s"]
     result["compile_s_approx"] = max(0.0, result["first_call_s"] - result["per_call_s"])
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -151,6 +163,8 @@ def main(argv=None) -> dict:
         rate = {k: v.get("env_steps_per_s") for k, v in row.items()}
         if rate.get("mlsh") and rate.get("rejax"):
             row["mlsh_over_rejax"] = rate["mlsh"] / rate["rejax"]
+        if rate.get("shared") and rate.get("rejax"):
+            row["shared_over_rejax"] = rate["shared"] / rate["rejax"]
         if rate.get("mlsh") and rate.get("env"):
             row["mlsh_over_env"] = rate["mlsh"] / rate["env"]
         report["results"][f"B={num_slots}"] = row

@@ -27,28 +27,13 @@ class SlotEnvs:
 
 
 @struct.dataclass
-class StepRecord:
-    """Sub-policy-timescale transitions, shape [T, E, ...] per slot.
+class Transition:
+    """Transitions of one level of the hierarchy, leading axes [time, E] per slot.
 
-    obs / final_obs are raw observations (before and after the step, final_obs before any reset).
-    """
-
-    obs: jax.Array
-    final_obs: jax.Array
-    sub_index: jax.Array
-    action: jax.Array
-    log_prob: jax.Array
-    reward: jax.Array
-    terminated: jax.Array
-    truncated: jax.Array
-
-
-@struct.dataclass
-class MacroRecord:
-    """Master-timescale transitions, shape [M, E, ...] per slot (M = T / N).
-
-    One transition spans N env steps (or fewer, when the episode ended inside it): `reward` is the
-    sum of the rewards up to the end of the episode, `final_obs` the raw observation it ended in.
+    At the sub-policy timescale ([T, E]) one transition is one env step. At the master timescale
+    ([M, E], M = T / N) one transition spans N env steps, or fewer when the episode ended inside it:
+    `action` is the chosen sub-policy, `reward` the sum of the rewards up to the end of the episode.
+    `obs` and `final_obs` are raw observations before and after (final_obs before any reset).
     """
 
     obs: jax.Array
@@ -113,7 +98,7 @@ def slot_rollout(
     task: Any,
     envs: SlotEnvs,
     key: jax.Array,
-) -> tuple[SlotEnvs, StepRecord, MacroRecord, EpisodeStats]:
+) -> tuple[SlotEnvs, Transition, Transition, EpisodeStats]:
     """Runs one slot's E env copies for T steps (T / N master decisions each).
 
     Args:
@@ -123,7 +108,8 @@ def slot_rollout(
       task, envs: this slot's task and env copies.
 
     Returns:
-      (envs after the rollout, StepRecord [T, E], MacroRecord [M, E], EpisodeStats).
+      (envs after the rollout, sub-policy transitions [T, E], master transitions [M, E], EpisodeStats).
+      The sub-policy active at step t is the master's action of macro step t // N.
     """
     num_envs = config.envs_per_slot
     num_subs = config.num_subpolicies
@@ -138,8 +124,8 @@ def slot_rollout(
         out = env_step(env, task, envs.state, action, jax.random.split(env_key, num_envs))
         done = out.terminated | out.truncated
         episode_return = envs.episode_return + out.reward
-        record = StepRecord(
-            obs=obs, final_obs=out.final_obs, sub_index=sub_index, action=action,
+        record = Transition(
+            obs=obs, final_obs=out.final_obs, action=action,
             log_prob=log_prob(logits, action), reward=out.reward,
             terminated=out.terminated, truncated=out.truncated,
         )
@@ -172,7 +158,7 @@ def slot_rollout(
         (envs, _, macro), (records, ended) = jax.lax.scan(
             one_step, (envs, sub_index, macro), jax.random.split(steps_key, config.macro_duration)
         )
-        macro_record = MacroRecord(
+        macro_record = Transition(
             obs=obs, final_obs=macro["final_obs"], action=sub_index, log_prob=choice_log_prob,
             reward=macro["reward"], terminated=macro["terminated"], truncated=macro["truncated"],
         )
@@ -186,6 +172,6 @@ def slot_rollout(
     stats = EpisodeStats(
         return_sum=jnp.sum(ended[0]),
         episode_count=jnp.sum(ended[1]),
-        sub_steps=jnp.sum(jax.nn.one_hot(steps.sub_index, num_subs), axis=(0, 1)),
+        sub_steps=jnp.sum(jax.nn.one_hot(macros.action, num_subs), axis=(0, 1)) * config.macro_duration,
     )
     return envs, steps, macros, stats

@@ -28,7 +28,7 @@ from mlsh_jax.config import MLSHConfig
 from mlsh_jax.losses import PPOBatch, compute_gae, ppo_loss
 from mlsh_jax.networks import ActorCritic
 from mlsh_jax.ppo import Learner, make_optimizer, ppo_update
-from mlsh_jax.rollout import MacroRecord, SlotEnvs, StepRecord, reset_slot_envs, slot_rollout
+from mlsh_jax.rollout import SlotEnvs, Transition, reset_slot_envs, slot_rollout
 
 
 @struct.dataclass
@@ -167,7 +167,9 @@ class Trainer:
         master = slots.master
         if cfg.hierarchical:
             master, metrics["master"] = self._update_masters(master, macros, normalize, master_key)
-        subs, metrics["sub"] = self._update_subpolicies(state.subs, steps, in_joint_phase, normalize, sub_key)
+        sub_index = jnp.repeat(macros.action, cfg.macro_duration, axis=1)  # [B, T, E]
+        subs, metrics["sub"] = self._update_subpolicies(
+            state.subs, steps, sub_index, in_joint_phase, normalize, sub_key)
         obs_stats = running_statistics.update(state.obs_stats, steps.obs)
 
         phase = slots.phase + 1
@@ -185,7 +187,7 @@ class Trainer:
         new_state = TrainState(subs=subs, obs_stats=obs_stats, slots=slots, key=key, update=state.update + 1)
         return new_state, metrics
 
-    def _update_masters(self, masters: Learner, macros: MacroRecord, normalize, key: jax.Array):
+    def _update_masters(self, masters: Learner, macros: Transition, normalize, key: jax.Array):
         """PPO on every slot's own master, from its macro transitions [B, M, E]."""
         cfg = self.config
         state_value = functools.partial(self.master_model.apply, method=ActorCritic.state_value)
@@ -208,8 +210,10 @@ class Trainer:
         )
         return masters, jax.tree.map(jnp.mean, metrics)
 
-    def _update_subpolicies(self, subs: Learner, steps: StepRecord, in_joint_phase, normalize, key):
-        """PPO on the K sub-policies from the steps [B, T, E] of the slots in their joint phase.
+    def _update_subpolicies(self, subs: Learner, steps: Transition, sub_index: jax.Array, in_joint_phase,
+                            normalize, key):
+        """PPO on the K sub-policies from the steps [B, T, E] of the slots in their joint phase;
+        `sub_index` [B, T, E] says which sub-policy acted at each step.
 
         The joint slots are gathered into a static-size block of `joint_slot_capacity` slots (the
         schedule is deterministic, so that bound is exact); unused entries get weight 0. A
@@ -220,19 +224,19 @@ class Trainer:
         if cfg.hierarchical:
             joint_slots = jnp.nonzero(in_joint_phase, size=capacity, fill_value=0)[0]
             valid = jnp.arange(capacity) < jnp.sum(in_joint_phase)
-            steps = jax.tree.map(lambda x: x[joint_slots], steps)
+            steps, sub_index = jax.tree.map(lambda x: x[joint_slots], (steps, sub_index))
         else:
             valid = jnp.ones((capacity,), bool)
 
         obs = normalize(steps.obs)
-        values = self._active_values(subs.params, obs, steps.sub_index)
-        next_values = self._active_values(subs.params, normalize(steps.final_obs), steps.sub_index)
+        values = self._active_values(subs.params, obs, sub_index)
+        next_values = self._active_values(subs.params, normalize(steps.final_obs), sub_index)
         advantages, returns = jax.vmap(
             functools.partial(compute_gae, discount=cfg.sub.discount, gae_lambda=cfg.sub.gae_lambda)
         )(steps.reward, values, next_values, steps.terminated, steps.truncated)
         batch = PPOBatch(obs=obs, actions=steps.action, log_probs=steps.log_prob, values=values,
                          advantages=advantages, returns=returns)
-        weights = jax.nn.one_hot(steps.sub_index, cfg.num_subpolicies) * valid[:, None, None, None]
+        weights = jax.nn.one_hot(sub_index, cfg.num_subpolicies) * valid[:, None, None, None]
         batch, weights = _flatten_samples((batch, weights), num_axes=3)
 
         single_loss = self._loss_fn(self.sub_model, cfg.sub)

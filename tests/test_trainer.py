@@ -1,6 +1,8 @@
 """Trainer invariants: one compile, exact W-then-U schedule, bit-identical sub-policies during
 warmup, no update for an inactive sub-policy, fresh masters at slot resets."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,6 +11,7 @@ import pytest
 
 from conftest import tiny_config
 from mlsh_jax import Trainer
+from mlsh_jax.rollout import slot_rollout
 
 
 def leaves_equal(a, b) -> bool:
@@ -85,15 +88,16 @@ def test_inactive_subpolicy_gets_no_update():
     trainer = Trainer(config)
     state = trainer.init(jax.random.PRNGKey(0))
     normalize = lambda obs: trainer.normalize(state.obs_stats, obs)
-    _, steps, _, _ = jax.vmap(
-        lambda mp, task, envs, key: __import__("mlsh_jax.rollout", fromlist=["slot_rollout"]).slot_rollout(
-            trainer.env, config, trainer.master_model, trainer.sub_model, normalize, mp,
-            state.subs.params, task, envs, key)
-    )(state.slots.master.params, state.slots.task, state.slots.envs, jax.random.split(jax.random.PRNGKey(1), 2))
+    rollout = functools.partial(slot_rollout, trainer.env, config, trainer.master_model, trainer.sub_model,
+                                normalize)
+    _, steps, _, _ = jax.vmap(rollout, in_axes=(0, None, 0, 0, 0))(
+        state.slots.master.params, state.subs.params, state.slots.task, state.slots.envs,
+        jax.random.split(jax.random.PRNGKey(1), 2))
     # Only sub-policies 0 and 2 act in this batch.
-    steps = steps.replace(sub_index=jnp.where(steps.sub_index == 1, 0, steps.sub_index).at[:, 0].set(2))
+    sub_index = jnp.zeros(steps.reward.shape, jnp.int32).at[:, 0].set(2)
     in_joint = jnp.ones((2,), bool)
-    subs, metrics = trainer._update_subpolicies(state.subs, steps, in_joint, normalize, jax.random.PRNGKey(2))
+    subs, metrics = trainer._update_subpolicies(state.subs, steps, sub_index, in_joint, normalize,
+                                                jax.random.PRNGKey(2))
     np.testing.assert_array_equal(metrics["trained"], [1.0, 0.0, 1.0])
     pick = lambda tree, k: jax.tree.map(lambda x: x[k], tree)
     assert leaves_equal(pick(subs.params, 1), pick(state.subs.params, 1))
