@@ -64,3 +64,52 @@ def to_gymnax(env: TaskEnv):
             return spaces.Box(-jnp.inf, jnp.inf, (env.observation_size,), jnp.float32)
 
     return GymnaxTaskEnv()
+
+
+def to_brax(env: TaskEnv):
+    """Wraps `env` as a brax `Env` (`reset(rng) -> State`, `step(state, action) -> State`) that draws
+    a new task at every reset, for `brax.training`'s agents and wrappers.
+
+    The time limit is reported in `info['truncation']` (brax's convention) and never in `done`.
+    brax's agents act with continuous vectors: for a discrete env the action vector has one entry per
+    discrete action and the env takes its argmax. Note that brax's `AutoResetWrapper` restarts an
+    episode from its *first* state, so each env copy then keeps its first task.
+    """
+    from brax.envs.base import Env as BraxEnv
+    from brax.envs.base import State as BraxState
+
+    class BraxTaskEnv(BraxEnv):
+        def reset(self, rng):
+            task_key, reset_key = jax.random.split(rng)
+            task = env.sample_task(task_key)
+            state = env.reset(task, reset_key)
+            return BraxState(
+                pipeline_state=FlatState(task=task, env_state=state, time=state.time), obs=state.obs,
+                reward=state.reward, done=jnp.zeros(()), metrics={},
+                info={"truncation": jnp.zeros(()), "rng": rng},
+            )
+
+        def step(self, state, action):
+            inner = state.pipeline_state
+            step_key, rng = jax.random.split(state.info["rng"])
+            stepped = env.step(inner.task, inner.env_state, jnp.argmax(action, axis=-1), step_key)
+            info = dict(state.info, truncation=stepped.truncated.astype(jnp.float32), rng=rng)
+            return state.replace(
+                pipeline_state=FlatState(task=inner.task, env_state=stepped, time=stepped.time),
+                obs=stepped.obs, reward=stepped.reward, done=stepped.terminated.astype(jnp.float32),
+                info=info,
+            )
+
+        @property
+        def observation_size(self):
+            return env.observation_size
+
+        @property
+        def action_size(self):
+            return env.num_actions
+
+        @property
+        def backend(self):
+            return "jax"
+
+    return BraxTaskEnv()

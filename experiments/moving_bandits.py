@@ -81,6 +81,14 @@ def draw_subpolicies(trainer, state, key, path, num_examples: int = 8) -> None:
     plots.plot_bandit_subpolicies(np.stack(positions), goals, path, WORLD_SIZE, GOAL_RADIUS)
 
 
+def draw_learning_curves(curves: dict, config: MLSHConfig, path, with_paper_levels: bool = True) -> None:
+    """Figure 4 (left) of the paper for these runs. The post-warmup series averages the episodes of
+    the joint-phase slots only (B * U / (W + U) of them), so it is smoothed over ~30 slot-updates."""
+    smooth = max(3, -(-30 // config.joint_slot_capacity))
+    plots.plot_learning_curves(curves, path, title=f"Moving bandits ({config.num_slots} task slots)",
+                               paper_levels=PAPER_LEVELS if with_paper_levels else None, smooth=smooth)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = common.base_parser(__doc__.splitlines()[0], PRESETS, default_preset="fast")
     parser.add_argument("--no-baseline", action="store_true", help="skip the shared-policy baseline")
@@ -109,9 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         summary["baseline_shared"] = {k: shared.summary[k] for k in
                                       ("mean_return", "mean_return_post_warmup", "wall_s")}
     write_json(out / "summary.json", summary)
-    plots.plot_learning_curves(curves, out / "learning_curve.png",
-                               title=f"Moving bandits ({config.num_slots} task slots)",
-                               paper_levels=PAPER_LEVELS if args.preset != "smoke" else None)
+    draw_learning_curves(curves, config, out / "learning_curve.png", with_paper_levels=args.preset != "smoke")
     print(json.dumps({k: summary[k] for k in ("mean_return", "mean_return_post_warmup", "wall_s")}
                      | {"separated": behaviour["separated"],
                         "fraction_ending_at_goal_slot": behaviour["fraction_ending_at_goal_slot"]}

@@ -34,7 +34,8 @@ def plot_learning_curves(
     paper_levels: Mapping[str, float] | None = None,
     smooth: int = 3,
 ) -> None:
-    """Mean episode return per update for each run: post-warmup slots (solid) and all slots (dashed).
+    """Mean episode return per update for each run: post-warmup slots (solid) and all slots (dashed),
+    each a trailing mean over `smooth` updates.
 
     Args:
       runs: label -> metrics rows (as written to metrics.csv).

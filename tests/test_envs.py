@@ -107,3 +107,31 @@ def test_auto_reset_keeps_final_observation_and_restarts():
     np.testing.assert_allclose(out.final_obs[:2], np.array([240.0, 200.0]) / 400)
     assert int(out.state.time) == 0
     np.testing.assert_allclose(out.state.inner.position, [200.0, 200.0])
+
+
+def test_gymnax_adapter_runs_a_flat_episode():
+    pytest.importorskip("gymnax")
+    from envs.adapters import to_gymnax
+    flat = to_gymnax(MovingBandits())
+    params = flat.default_params
+    obs, state = flat.reset(jax.random.PRNGKey(0), params)
+    assert obs.shape == (6,) and flat.action_space(params).n == 5
+    dones = []
+    for i in range(50):
+        obs, state, reward, done, info = flat.step(jax.random.PRNGKey(i), state, RIGHT, params)
+        dones.append(bool(done))
+    assert dones == [False] * 49 + [True] and bool(info["truncated"])
+
+
+def test_brax_adapter_reports_time_limit_as_truncation_through_brax_wrappers():
+    from brax.envs.wrappers.training import wrap
+    from envs.adapters import to_brax
+    env = wrap(to_brax(MovingBandits(episode_length=10)), episode_length=10)
+    state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), 3))
+    step = jax.jit(env.step)
+    right = jnp.tile(jax.nn.one_hot(RIGHT, 5), (3, 1))
+    for t in range(10):
+        state = step(state, right)
+    assert state.obs.shape == (3, 6)
+    np.testing.assert_array_equal(state.info["truncation"], [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(state.done, [1.0, 1.0, 1.0])  # the episode wrapper ends the episode
