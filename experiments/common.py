@@ -15,6 +15,7 @@ from typing import Callable, Mapping
 
 from envs import ENV_REGISTRY
 from mlsh_jax.config import ConfigError, MLSHConfig
+from mlsh_jax.run import RunDirectoryError, check_run_dir
 
 
 class UsageError(ValueError):
@@ -99,15 +100,10 @@ def default_out_dir(experiment: str, args) -> pathlib.Path:
 
 def check_out_dir(out: pathlib.Path) -> None:
     """Refuses an output directory that holds files, or one that cannot be created."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"output directory {out} already exists and is not empty; "
-                         "choose another --out (an existing run is never overwritten)")
-    parent = out.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    import os
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"cannot create output directory {out}: {parent} is not writable")
+    try:
+        check_run_dir(out)
+    except RunDirectoryError as error:
+        raise UsageError(str(error)) from None
 
 
 __all__ = ["ConfigError", "UsageError", "apply_overrides", "base_parser", "check_out_dir",

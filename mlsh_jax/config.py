@@ -8,7 +8,6 @@ code's PPO settings. Sizes derived from the configuration are properties (never 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 
@@ -226,7 +225,3 @@ def _require(ok: bool, field: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"invalid configuration: {field}={value!r}; allowed: {allowed}")
 
-
-def stable_json_float(x: float) -> float | None:
-    """JSON has no NaN: map non-finite floats to None."""
-    return x if math.isfinite(x) else None

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import time
 from typing import Any, Callable
@@ -40,14 +41,25 @@ class RunResult:
     summary: dict[str, Any]
 
 
-def prepare_run_dir(out_dir: str | pathlib.Path) -> pathlib.Path:
-    """Creates `out_dir`; refuses one that already holds files (never overwrites a run)."""
+def check_run_dir(out_dir: str | pathlib.Path) -> pathlib.Path:
+    """Raises RunDirectoryError unless `out_dir` is absent or empty and can be created; writes nothing."""
     out = pathlib.Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunDirectoryError(
             f"output directory {out} already exists and is not empty; choose another --out "
             "(an existing run is never overwritten)"
         )
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise RunDirectoryError(f"cannot create output directory {out}: {parent} is not writable")
+    return out
+
+
+def prepare_run_dir(out_dir: str | pathlib.Path) -> pathlib.Path:
+    """Creates `out_dir`; refuses one that already holds files (never overwrites a run)."""
+    out = check_run_dir(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_test"
