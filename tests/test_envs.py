@@ -110,7 +110,6 @@ def test_auto_reset_keeps_final_observation_and_restarts():
 
 
 def test_gymnax_adapter_runs_a_flat_episode():
-    pytest.importorskip("gymnax")
     from envs.adapters import to_gymnax
     flat = to_gymnax(MovingBandits())
     params = flat.default_params
