@@ -46,6 +46,22 @@ class Transition:
 
 
 @struct.dataclass
+class MacroProgress:
+    """The master transition being built during one macro step, per env copy [E].
+
+    Attributes:
+      reward: summed reward so far; terminated / truncated: how its episode ended (if it did);
+      final_obs: raw observation it ends in [E, obs]; ended: its episode has ended.
+    """
+
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_obs: jax.Array
+    ended: jax.Array
+
+
+@struct.dataclass
 class EpisodeStats:
     """Per slot: `return_sum` and `episode_count` of the episodes that ended, `sub_steps` [K]."""
 
@@ -131,14 +147,14 @@ def slot_rollout(
         )
         ended = (jnp.sum(jnp.where(done, episode_return, 0.0)), jnp.sum(done).astype(jnp.float32))
         # The master's transition stops at the end of the episode it started in.
-        open_ = ~macro["ended"]
-        macro = {
-            "reward": macro["reward"] + jnp.where(open_, out.reward, 0.0),
-            "terminated": macro["terminated"] | (open_ & out.terminated),
-            "truncated": macro["truncated"] | (open_ & out.truncated),
-            "final_obs": jnp.where(open_[:, None], out.final_obs, macro["final_obs"]),
-            "ended": macro["ended"] | done,
-        }
+        open_ = ~macro.ended
+        macro = MacroProgress(
+            reward=macro.reward + jnp.where(open_, out.reward, 0.0),
+            terminated=macro.terminated | (open_ & out.terminated),
+            truncated=macro.truncated | (open_ & out.truncated),
+            final_obs=jnp.where(open_[:, None], out.final_obs, macro.final_obs),
+            ended=macro.ended | done,
+        )
         envs = SlotEnvs(state=out.state, episode_return=jnp.where(done, 0.0, episode_return))
         return (envs, sub_index, macro), (record, ended)
 
@@ -153,14 +169,14 @@ def slot_rollout(
             sub_index = jnp.zeros((num_envs,), jnp.int32)
             choice_log_prob = jnp.zeros((num_envs,))
         false = jnp.zeros((num_envs,), bool)
-        macro = {"reward": jnp.zeros((num_envs,)), "terminated": false, "truncated": false,
-                 "final_obs": obs, "ended": false}
+        macro = MacroProgress(reward=jnp.zeros((num_envs,)), terminated=false, truncated=false,
+                              final_obs=obs, ended=false)
         (envs, _, macro), (records, ended) = jax.lax.scan(
             one_step, (envs, sub_index, macro), jax.random.split(steps_key, config.macro_duration)
         )
         macro_record = Transition(
-            obs=obs, final_obs=macro["final_obs"], action=sub_index, log_prob=choice_log_prob,
-            reward=macro["reward"], terminated=macro["terminated"], truncated=macro["truncated"],
+            obs=obs, final_obs=macro.final_obs, action=sub_index, log_prob=choice_log_prob,
+            reward=macro.reward, terminated=macro.terminated, truncated=macro.truncated,
         )
         return envs, (records, macro_record, ended)
 
