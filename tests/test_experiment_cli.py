@@ -49,7 +49,14 @@ def test_load_run_gives_config_and_a_policy(smoke_run):
     assert result.action.shape == (2,) and result.master_choice.shape == (2,)
     assert set(np.asarray(result.action).tolist()) <= set(range(5))
     assert set(np.asarray(result.master_choice).tolist()) <= {0, 1}
-    # The policy is the checkpointed one: same answer as computing it from the restored params.
+    # The restored state is the trained one, not a fresh initialisation...
+    fresh = run.trainer.init(jax.random.PRNGKey(run.config.seed))
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(fresh.subs.params),
+                                                      jax.tree.leaves(run.state.subs.params)))
+    # ...and `act` is that state's sub-policy 1, greedy.
+    sub_1 = jax.tree.map(lambda x: x[1], run.state.subs.params)
+    logits = run.trainer.sub_model.apply(sub_1, run.trainer.normalize(run.state.obs_stats, obs))[0]
+    np.testing.assert_array_equal(result.action, np.argmax(logits, -1))
     sampled = run.act(obs, sub_index=[0, 1], key=jax.random.PRNGKey(0))
     assert sampled.action.shape == (2,)
     with pytest.raises(ValueError, match="sub_index"):
