@@ -1,7 +1,9 @@
 """Command-line front end shared by the experiment modules: presets, overrides, clear errors.
 
-Every experiment accepts `--out DIR`, `--seed INT`, `--preset NAME` and `--set FIELD=VALUE`
-overrides of any configuration field (dotted for PPO settings, e.g. `--set sub.learning_rate=1e-4`).
+Every experiment accepts `--out DIR`, `--seed INT`, `--preset NAME`, `--set FIELD=VALUE`
+overrides of any configuration field (dotted for PPO settings, e.g. `--set sub.learning_rate=1e-4`)
+and `--resume` (continue the run in --out from its newest checkpoint; its stored configuration is
+the starting point, and only `RESUMABLE_FIELDS` may be changed with --set).
 Bad input stops before any compile or file write with one message and exit code 2.
 """
 
@@ -14,12 +16,18 @@ import sys
 from typing import Callable, Mapping
 
 from envs import ENV_REGISTRY
+from mlsh_jax.checkpoint import CheckpointError
 from mlsh_jax.config import ConfigError, MLSHConfig
-from mlsh_jax.run import RunDirectoryError, check_run_dir
+from mlsh_jax.resume import ResumeError, find_resume_point, read_run_config
+from mlsh_jax.faults import NonFiniteError
+from mlsh_jax.run import RunDirectoryError, RunResult, check_run_dir, train
 
 
 class UsageError(ValueError):
     """Bad command-line input: reported as `error: ...` with exit code 2."""
+
+
+INPUT_ERRORS = (UsageError, ConfigError, RunDirectoryError, ResumeError, CheckpointError)
 
 
 def exit_with_usage_error(message: str) -> None:
@@ -33,9 +41,13 @@ def base_parser(description: str, presets: Mapping[str, Callable[[], MLSHConfig]
     parser.add_argument("--out", type=pathlib.Path, default=None,
                         help="run directory to create (must not exist or be empty); "
                              "default runs/<experiment>_<preset>_s<seed>")
-    parser.add_argument("--seed", type=int, default=0, help="PRNG seed")
-    parser.add_argument("--preset", default=default_preset,
+    parser.add_argument("--seed", type=int, default=None, help="PRNG seed (default 0)")
+    parser.add_argument("--preset", default=None,
                         help=f"one of: {', '.join(presets)} (default {default_preset})")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its newest checkpoint (its configuration, "
+                             "plus --set of num_updates, checkpoint_every or keep_checkpoints)")
+    parser.set_defaults(default_preset=default_preset)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a configuration field, e.g. --set num_slots=200 "
                              "--set sub.learning_rate=1e-4 (repeatable)")
@@ -85,26 +97,63 @@ def apply_overrides(config: MLSHConfig, overrides: list[str]) -> MLSHConfig:
     return config
 
 
-def resolve_config(args, presets: Mapping[str, Callable[[], MLSHConfig]]) -> MLSHConfig:
-    """Preset + seed + overrides -> a validated configuration; raises UsageError or ConfigError."""
-    if args.preset not in presets:
-        raise UsageError(f"unknown preset {args.preset!r}; allowed: {', '.join(presets)}")
-    config = dataclasses.replace(presets[args.preset](), seed=args.seed)
-    config = apply_overrides(config, args.overrides)
+def resolve_config(args, presets: Mapping[str, Callable[[], MLSHConfig]],
+                   stored: MLSHConfig | None = None) -> MLSHConfig:
+    """Preset (or, on resume, the run's stored configuration) + seed + overrides -> a validated
+    configuration; raises UsageError or ConfigError."""
+    preset = args.preset or args.default_preset
+    if preset not in presets:
+        raise UsageError(f"unknown preset {preset!r}; allowed: {', '.join(presets)}")
+    base = stored if stored is not None and args.preset is None else presets[preset]()
+    seed = args.seed if args.seed is not None else (stored.seed if stored is not None else 0)
+    config = apply_overrides(dataclasses.replace(base, seed=seed), args.overrides)
     return config.validate(tuple(ENV_REGISTRY))
 
 
 def default_out_dir(experiment: str, args) -> pathlib.Path:
-    return args.out if args.out is not None else pathlib.Path("runs") / f"{experiment}_{args.preset}_s{args.seed}"
+    if args.out is not None:
+        return args.out
+    return pathlib.Path("runs") / f"{experiment}_{args.preset or args.default_preset}_s{args.seed or 0}"
 
 
 def check_out_dir(out: pathlib.Path) -> None:
     """Refuses an output directory that holds files, or one that cannot be created."""
+    check_run_dir(out)
+
+
+def resolve_run(experiment: str, args, presets: Mapping[str, Callable[[], MLSHConfig]]
+                ) -> tuple[MLSHConfig, pathlib.Path]:
+    """The configuration and run directory of a command line, checked before anything is compiled
+    or written: a new run needs a free --out; `--resume` needs a run there that can continue under
+    the resulting configuration (its checkpoint is restored and verified)."""
+    out = default_out_dir(experiment, args)
+    if not args.resume:
+        config = resolve_config(args, presets)
+        check_out_dir(out)
+        return config, out
+    config = resolve_config(args, presets, stored=read_run_config(out))
+    find_resume_point(out, config)
+    return config, out
+
+
+def train_or_exit(module: str, config: MLSHConfig, out: pathlib.Path, *, resume: bool, **train_kwargs) -> RunResult:
+    """`mlsh_jax.run.train` for a command line: a preempted run prints how to resume it and exits 0;
+    a run that produced NaNs prints the message and exits 1."""
     try:
-        check_run_dir(out)
-    except RunDirectoryError as error:
-        raise UsageError(str(error)) from None
+        result = train(config, out, resume=resume, **train_kwargs)
+    except NonFiniteError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    if result.preempted:
+        print(f"to resume: python -m {module} --out {out} --resume", file=sys.stderr, flush=True)
+        raise SystemExit(0)
+    return result
 
 
-__all__ = ["ConfigError", "UsageError", "apply_overrides", "base_parser", "check_out_dir",
-           "default_out_dir", "exit_with_usage_error", "resolve_config"]
+def can_resume(out: pathlib.Path) -> bool:
+    """Whether `out` holds a run that `--resume` should continue (rather than start afresh)."""
+    return out.is_dir() and any(out.iterdir())
+
+
+__all__ = ["INPUT_ERRORS", "UsageError", "apply_overrides", "base_parser", "can_resume", "check_out_dir",
+           "default_out_dir", "exit_with_usage_error", "resolve_config", "resolve_run", "train_or_exit"]

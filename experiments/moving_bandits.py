@@ -3,6 +3,7 @@
     python -m experiments.moving_bandits                 # preset `fast`: 100 task slots, ~3 minutes
     python -m experiments.moving_bandits --preset paper  # the paper's 10 task slots
     python -m experiments.moving_bandits --preset smoke  # seconds, for tests
+    python -m experiments.moving_bandits --out DIR --resume   # continue a stopped run
 
 Writes the run contract into --out (config.json, metrics.csv, summary.json, checkpoints/), the
 shared-policy baseline's run into --out/baseline_shared/, and two figures: learning_curve.png and
@@ -20,9 +21,9 @@ import numpy as np
 
 from envs.moving_bandits import GOAL_RADIUS, WORLD_SIZE
 from experiments import common, plots
-from mlsh_jax.config import ConfigError, MLSHConfig, PPOConfig
+from mlsh_jax.config import MLSHConfig, PPOConfig
 from mlsh_jax.evaluation import run_subpolicy
-from mlsh_jax.run import train, write_json
+from mlsh_jax.files import write_json
 
 # The paper's per-task settings (K=2, N=10, W=9, U=1, 50-step episodes, D=2000, lr 0.01 / 3e-4) are
 # MLSHConfig's defaults; presets differ in how many task slots run at once and for how long.
@@ -94,30 +95,35 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-baseline", action="store_true", help="skip the shared-policy baseline")
     args = parser.parse_args(argv)
     try:
-        config = common.resolve_config(args, PRESETS)
-        out = common.default_out_dir("moving_bandits", args)
-        common.check_out_dir(out)
-    except (common.UsageError, ConfigError) as error:
+        config, out = common.resolve_run("moving_bandits", args, PRESETS)
+        baseline_out = out / "baseline_shared"
+        resume_baseline = args.resume and common.can_resume(baseline_out)
+        if resume_baseline:
+            common.find_resume_point(baseline_out, shared_baseline(config))
+    except common.INPUT_ERRORS as error:
         common.exit_with_usage_error(str(error))
 
-    print(f"moving bandits, preset {args.preset}: {config.num_slots} task slots x {config.num_updates} "
-          f"updates = {config.num_updates * config.env_steps_per_update:,} env steps per run "
+    print(f"moving bandits{', resuming' if args.resume else ''}: {config.num_slots} task slots x "
+          f"{config.num_updates} updates = {config.num_updates * config.env_steps_per_update:,} env steps per run "
           f"({'MLSH' if args.no_baseline else 'MLSH, then the shared-policy baseline'}) -> {out}",
           flush=True)
-    mlsh = train(config, out, progress=not args.no_progress, description="MLSH")
+    module = "experiments.moving_bandits"
+    mlsh = common.train_or_exit(module, config, out, resume=args.resume, progress=not args.no_progress,
+                                description="MLSH")
     key = jax.random.PRNGKey(config.seed + 1)
     behaviour = subpolicy_goal_fractions(mlsh.trainer, mlsh.state, key)
     draw_subpolicies(mlsh.trainer, mlsh.state, key, out / "subpolicies.png")
     summary = dict(mlsh.summary, subpolicy_behaviour=behaviour)
     curves = {"MLSH": mlsh.rows}
     if not args.no_baseline:
-        shared = train(shared_baseline(config), out / "baseline_shared", progress=not args.no_progress,
-                       description="shared policy")
+        shared = common.train_or_exit(module, shared_baseline(config), baseline_out, resume=resume_baseline,
+                                      progress=not args.no_progress, description="shared policy")
         curves["shared policy"] = shared.rows
         summary["baseline_shared"] = {k: shared.summary[k] for k in
                                       ("mean_return", "mean_return_post_warmup", "wall_s")}
     write_json(out / "summary.json", summary)
-    draw_learning_curves(curves, config, out / "learning_curve.png", with_paper_levels=args.preset != "smoke")
+    draw_learning_curves(curves, config, out / "learning_curve.png",
+                         with_paper_levels=(args.preset or args.default_preset) != "smoke")
     print(json.dumps({k: summary[k] for k in ("mean_return", "mean_return_post_warmup", "wall_s")}
                      | {"separated": behaviour["separated"],
                         "fraction_ending_at_goal_slot": behaviour["fraction_ending_at_goal_slot"]}

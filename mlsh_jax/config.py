@@ -95,6 +95,7 @@ class MLSHConfig:
       sub: PPO settings of the sub-policies (or of the shared policy).
       seed: PRNG seed.
       checkpoint_every: save a checkpoint every this many updates (and at the end); 0 = only at the end.
+      keep_checkpoints: how many of the newest checkpoints to keep.
     """
 
     env: str = "moving_bandits"
@@ -115,6 +116,7 @@ class MLSHConfig:
     sub: PPOConfig = PPOConfig(learning_rate=3e-4, num_minibatches=15)
     seed: int = 0
     checkpoint_every: int = 50
+    keep_checkpoints: int = 3
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property
@@ -197,6 +199,7 @@ class MLSHConfig:
                  self.random_master_action_prob, "a number in [0, 1]")
         _require(self.obs_clip > 0, "obs_clip", self.obs_clip, "a number > 0")
         _require(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, "an integer >= 0")
+        _require(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, "an integer >= 1")
         self.master.validate("master", self.master_batch_size)
         self.sub.validate("sub", self.joint_slot_capacity * self.steps_per_slot)
         return self
@@ -219,6 +222,25 @@ class MLSHConfig:
         if "hidden_sizes" in data:
             data["hidden_sizes"] = tuple(data["hidden_sizes"])
         return cls(**data)
+
+
+# Fields a resumed run may change: they decide how long it runs and what it writes, not what an
+# update computes, so the resumed run still continues the same trajectory.
+RESUMABLE_FIELDS = ("num_updates", "checkpoint_every", "keep_checkpoints")
+
+
+def config_differences(old: MLSHConfig, new: MLSHConfig) -> dict[str, tuple[Any, Any]]:
+    """`{field: (old value, new value)}` for every field that differs (PPO fields as `sub.x`)."""
+    def flat(config):
+        fields = {}
+        for key, value in config.to_dict().items():
+            if isinstance(value, dict):
+                fields.update({f"{key}.{name}": item for name, item in value.items()})
+            else:
+                fields[key] = value
+        return fields
+    before, after = flat(old), flat(new)
+    return {key: (before[key], after[key]) for key in before if before[key] != after[key]}
 
 
 def _require(ok: bool, field: str, value: Any, allowed: str) -> None:

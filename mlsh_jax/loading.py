@@ -107,11 +107,14 @@ def load_run(run_dir: str | pathlib.Path) -> LoadedRun:
     if not (run / checkpoint.CHECKPOINT_DIR).is_dir():
         raise RunLoadError(f"{run} has no checkpoint (no {checkpoint.CHECKPOINT_DIR}/ folder)")
     abstract = jax.eval_shape(trainer.initial_state, jax.random.PRNGKey(0))
-    manager = checkpoint.checkpoint_manager(run)
+    manager = checkpoint.checkpoint_manager(run, create=False)
     try:
-        update, state = checkpoint.restore_latest(manager, abstract)
-    except FileNotFoundError:
-        raise RunLoadError(f"{run} has no finished checkpoint yet") from None
+        available = checkpoint.steps(manager)
+        if not available:
+            raise RunLoadError(f"{run} has no finished checkpoint yet")
+        state, _ = checkpoint.restore(manager, available[-1], abstract)
+    except checkpoint.CheckpointError as error:
+        raise RunLoadError(str(error)) from None
     finally:
         manager.close()
-    return LoadedRun(config=config, trainer=trainer, state=state, update=int(update))
+    return LoadedRun(config=config, trainer=trainer, state=state, update=available[-1])

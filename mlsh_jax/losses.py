@@ -94,7 +94,7 @@ def ppo_loss(
     `(logits, values)`.
 
     Returns:
-      (scalar loss, metrics dict of scalars: policy_loss, value_loss, entropy, approx_kl, clip_fraction).
+      (scalar loss, metrics dict of scalars: loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction).
     """
     weights = weights.astype(jnp.float32)
     logits, values = apply_fn(params, batch.obs)
@@ -118,6 +118,7 @@ def ppo_loss(
     mean_entropy = _weighted_mean(entropy(logits), weights)
     loss = policy_loss + value_coef * value_loss - entropy_coef * mean_entropy
     metrics = {
+        "loss": loss,
         "policy_loss": policy_loss,
         "value_loss": value_loss,
         "entropy": mean_entropy,

@@ -1,30 +1,39 @@
-"""Running a configuration to completion and writing the run contract into a directory.
+"""Running a configuration to completion (or to a preemption) and writing the run contract.
 
 RUN/config.json (resolved configuration), RUN/metrics.csv (one row per update), RUN/summary.json
-(final figures) and RUN/checkpoints/ (orbax). Metrics of update u are fetched from the device while
-update u+1 runs, so logging never stalls the jitted loop.
+(final figures), RUN/checkpoints/ (orbax, see `checkpoint`), RUN/tensorboard/ (event files) and,
+after a resume, RUN/resumes.jsonl (one line per resume: from which update, what changed).
+
+The loop keeps three promises:
+- logging never stalls the jitted loop: metrics of update u are fetched while update u+1 runs;
+- a checkpoint is written only after the health flags of the same update were checked, so a NaN
+  never reaches disk and the newest checkpoint is always a good one;
+- SIGTERM / SIGINT stop the run at the next update boundary with a checkpoint (see `faults`).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
 import os
 import pathlib
+import sys
 import time
 from typing import Any, Callable
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from mlsh_jax import checkpoint
 from mlsh_jax.config import MLSHConfig
+from mlsh_jax.faults import NonFiniteError, StopSignals, describe_non_finite
+from mlsh_jax.files import write_json
+from mlsh_jax.metrics_log import MetricsLog
+from mlsh_jax.resume import CONFIG_FILE, find_resume_point, record_resume
 from mlsh_jax.trainer import Trainer, TrainState
 
 PROCESS_START = time.time()
+SUMMARY_FILE = "summary.json"
 
 
 class RunDirectoryError(ValueError):
@@ -33,25 +42,38 @@ class RunDirectoryError(ValueError):
 
 @dataclasses.dataclass
 class RunResult:
-    """What `train` returns: the trainer, the final state, every metrics row and the summary."""
+    """What `train` returns.
+
+    Attributes:
+      trainer, state: the trainer and the state after the last update done.
+      rows: every metrics row of the run (resumed runs include the rows before the resume).
+      summary: final figures (None when the run was preempted before its end).
+      preempted: the run stopped early on SIGTERM / SIGINT, with a checkpoint of `state`.
+      resumed_from: the checkpoint's update number when the run was resumed, else None.
+    """
 
     trainer: Trainer
     state: TrainState
     rows: list[dict[str, float]]
-    summary: dict[str, Any]
+    summary: dict[str, Any] | None
+    preempted: bool = False
+    resumed_from: int | None = None
 
 
 def check_run_dir(out_dir: str | pathlib.Path) -> pathlib.Path:
     """Raises RunDirectoryError unless `out_dir` is absent or empty and can be created; writes nothing."""
     out = pathlib.Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        hint = " or pass --resume to continue it" if (out / CONFIG_FILE).is_file() else ""
         raise RunDirectoryError(
-            f"output directory {out} already exists and is not empty; choose another --out "
+            f"output directory {out} already exists and is not empty; choose another --out{hint} "
             "(an existing run is never overwritten)"
         )
     parent = out.absolute().parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise RunDirectoryError(f"cannot create output directory {out}: {parent} is a file")
     if not os.access(parent, os.W_OK):
         raise RunDirectoryError(f"cannot create output directory {out}: {parent} is not writable")
     return out
@@ -68,40 +90,6 @@ def prepare_run_dir(out_dir: str | pathlib.Path) -> pathlib.Path:
     except OSError as error:
         raise RunDirectoryError(f"cannot write to output directory {out}: {error.strerror}") from None
     return out
-
-
-def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Nested metrics of one update -> flat CSV columns; vectors become `name_i`, per-slot tables are
-    left out (they stay available to callers)."""
-    flat = {}
-    for name, value in metrics.items():
-        key = f"{prefix}{name}"
-        if isinstance(value, dict):
-            flat.update(flatten_metrics(value, prefix=f"{key}_"))
-            continue
-        value = np.asarray(value)
-        if value.ndim == 0:
-            flat[key] = float(value)
-        elif value.ndim == 1:
-            flat.update({f"{key}_{i}": float(v) for i, v in enumerate(value)})
-    return flat
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_json(path: pathlib.Path, data: dict[str, Any]) -> None:
-    """Writes `data` as indented JSON (non-finite floats become null), atomically."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(data), indent=2) + "\n")
-    tmp.replace(path)
 
 
 def summarize(rows: list[dict[str, float]], config: MLSHConfig) -> dict[str, Any]:
@@ -130,66 +118,98 @@ def train(
     config: MLSHConfig,
     out_dir: str | pathlib.Path,
     *,
+    resume: bool = False,
+    trainer: Trainer | None = None,
     progress: bool = True,
     description: str | None = None,
+    tensorboard: bool = True,
     on_metrics: Callable[[dict[str, float]], None] | None = None,
 ) -> RunResult:
     """Trains `config` for `config.num_updates` updates and writes the run contract into `out_dir`.
 
-    `out_dir` must not hold a previous run (see `prepare_run_dir`). Checkpoints are written every
-    `config.checkpoint_every` updates and at the end.
+    Args:
+      config: the validated configuration.
+      out_dir: a new run directory, or (with `resume`) the run to continue.
+      resume: continue `out_dir` from its newest checkpoint (see `resume.find_resume_point`); a run
+        that is already complete is returned as it is, without training.
+      trainer: a prebuilt `Trainer(config)` (built here when None).
+      progress, description: progress bar and its label.
+      tensorboard: also write TensorBoard event files.
+      on_metrics: called with every new metrics row.
+
+    Raises:
+      RunDirectoryError, resume.ResumeError, checkpoint.CheckpointError: before anything is
+        compiled or written, when `out_dir` cannot be used as asked.
+      faults.NonFiniteError: training produced a NaN or infinity (no checkpoint is written for it).
     """
-    trainer = Trainer(config)
-    out = prepare_run_dir(out_dir)
-    write_json(out / "config.json", config.to_dict())
-    manager = checkpoint.checkpoint_manager(out)
-    state = trainer.init(jax.random.PRNGKey(config.seed))
+    trainer = trainer or Trainer(config)
+    resumed_from, previous_rows = None, []
+    if resume:
+        point = find_resume_point(out_dir, config, trainer)
+        out, state, resumed_from, previous_rows = pathlib.Path(out_dir), point.state, point.update, point.rows
+        if point.update == config.num_updates and not point.changes and point.dropped_rows == 0:
+            return _finished(trainer, config, out, state, previous_rows, resumed_from)
+        record_resume(out, point, config, time.time())
+    else:
+        out = prepare_run_dir(out_dir)
+        write_json(out / CONFIG_FILE, config.to_dict())
+        state = trainer.init(jax.random.PRNGKey(config.seed))
 
-    rows: list[dict[str, float]] = []
-    bar = tqdm(total=config.num_updates, desc=description or config.algorithm, unit="update",
-               disable=not progress, dynamic_ncols=True)
-    with open(out / "metrics.csv", "w", newline="") as csv_file:
-        writer = None
-        pending = None  # (update index, device metrics) of the update still being logged
-        last_time = time.time()
+    log = MetricsLog(out, config, PROCESS_START, previous_rows=previous_rows, progress=progress,
+                     description=description, tensorboard=tensorboard, on_metrics=on_metrics)
+    manager = checkpoint.checkpoint_manager(out, max_to_keep=config.keep_checkpoints)
+    try:
+        with StopSignals() as stop:
+            state = _training_loop(trainer, state, log, manager, stop, first_update=len(previous_rows))
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        log.close()
+    if stop.requested is not None and int(state.update) < config.num_updates:
+        print(f"stopped after update {int(state.update)} of {config.num_updates}; its checkpoint is in "
+              f"{out / checkpoint.CHECKPOINT_DIR}", file=sys.stderr, flush=True)
+        return RunResult(trainer, state, log.rows, None, preempted=True, resumed_from=resumed_from)
+    return _finished(trainer, config, out, state, log.rows, resumed_from)
 
-        def log(update_index, device_metrics):
-            nonlocal writer, last_time
-            host = jax.device_get(device_metrics)
-            now = time.time()
-            row = {"update": update_index + 1,
-                   "env_steps": (update_index + 1) * config.env_steps_per_update,
-                   "wall_s": now - PROCESS_START, "interval_s": now - last_time}
-            row["env_steps_per_s"] = config.env_steps_per_update / max(row["interval_s"], 1e-9)
-            row.update(flatten_metrics(host))
-            last_time = now
-            if writer is None:
-                writer = csv.DictWriter(csv_file, fieldnames=list(row))
-                writer.writeheader()
-            writer.writerow(row)
-            csv_file.flush()
-            rows.append(row)
-            bar.update(1)
-            bar.set_postfix(steps_per_s=f"{row['env_steps_per_s']:.0f}",
-                            ret=f"{row['mean_return']:.1f}",
-                            ret_post=f"{row['mean_return_post_warmup']:.1f}")
-            if on_metrics is not None:
-                on_metrics(row)
 
-        for update_index in range(config.num_updates):
-            save_now = update_index + 1 == config.num_updates or (
-                config.checkpoint_every and (update_index + 1) % config.checkpoint_every == 0)
-            state, metrics = trainer.update(state)
-            if pending is not None:
-                log(*pending)
-            pending = (update_index, metrics)
-            if save_now:
-                checkpoint.save(manager, update_index + 1, state)
-                manager.wait_until_finished()
-        log(*pending)
-    bar.close()
-    manager.close()
+def _training_loop(trainer: Trainer, state: TrainState, log: MetricsLog, manager, stop: StopSignals,
+                   first_update: int) -> TrainState:
+    """Updates from `first_update` to the end (or to a stop request); returns the last state."""
+    config = trainer.config
+    pending = None  # (update number, device metrics) not yet logged
 
+    def log_and_check(update, device_metrics):
+        metrics = jax.device_get(device_metrics)
+        health = metrics.pop("health")
+        log.record(update, metrics)
+        problem = describe_non_finite(health, update)
+        if problem:
+            manager.wait_until_finished()
+            saved = checkpoint.steps(manager)
+            last_good = (f"the newest checkpoint, {pathlib.Path(manager.directory) / str(saved[-1])} "
+                         f"(update {saved[-1]}), holds the last good state" if saved
+                         else "no checkpoint had been written yet")
+            raise NonFiniteError(f"{problem}. The run stopped without saving this state; {last_good}.")
+
+    for update_index in range(first_update, config.num_updates):
+        state, metrics = trainer.update(state)
+        if pending is not None:
+            log_and_check(*pending)
+        pending = (update_index + 1, metrics)
+        done = update_index + 1
+        periodic = config.checkpoint_every and done % config.checkpoint_every == 0
+        if done == config.num_updates or periodic or stop.requested is not None:
+            log_and_check(*pending)  # waits for this update: its health is known before it is saved
+            pending = None
+            checkpoint.save(manager, done, state, config.to_dict())
+        if stop.requested is not None:
+            break
+    if pending is not None:
+        log_and_check(*pending)
+    return state
+
+
+def _finished(trainer, config, out, state, rows, resumed_from) -> RunResult:
     summary = summarize(rows, config)
-    write_json(out / "summary.json", summary)
-    return RunResult(trainer=trainer, state=state, rows=rows, summary=summary)
+    write_json(out / SUMMARY_FILE, summary)
+    return RunResult(trainer, state, rows, summary, resumed_from=resumed_from)

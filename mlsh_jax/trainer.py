@@ -79,6 +79,14 @@ def _select(pred: jax.Array, on_true, on_false):
     return jax.tree.map(pick, on_true, on_false)
 
 
+def _all_finite(tree, num_axes: int) -> jax.Array:
+    """True where every value of every leaf is finite, per entry of the first `num_axes` axes."""
+    def finite(x):
+        return jnp.all(jnp.isfinite(x).reshape(x.shape[:num_axes] + (-1,)), axis=-1)
+    flags = [finite(leaf) for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    return functools.reduce(jnp.logical_and, flags)
+
+
 def _flatten_samples(tree, num_axes: int):
     """Merges the first `num_axes` axes of every leaf into one sample axis."""
     return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[num_axes:]), tree)
@@ -149,7 +157,12 @@ class Trainer:
 
     # ---- the update ----------------------------------------------------------------------------
     def update_step(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-        """One MLSH update of every slot (pure; `self.update` is its jitted form)."""
+        """One MLSH update of every slot (pure; `self.update` is its jitted form).
+
+        Returns (next state, metrics). Besides the logged figures, `metrics["health"]` holds
+        finiteness flags: `experience` [B] (observations and rewards of each slot), `master_loss`
+        and `master_params` [B] (each slot's master), `sub_loss` and `sub_params` [K], `obs_stats` [].
+        """
         cfg = self.config
         key, rollout_key, master_key, sub_key, reset_key = jax.random.split(state.key, 5)
         slots = state.slots
@@ -164,13 +177,21 @@ class Trainer:
         # The shared-policy baseline has no warmup: every slot trains the one policy.
         in_joint_phase = (slots.phase >= cfg.warmup_updates) | (not cfg.hierarchical)
         metrics = {}
+        health = {"experience": _all_finite((steps.obs, steps.reward), num_axes=1)}
         master = slots.master
         if cfg.hierarchical:
-            master, metrics["master"] = self._update_masters(master, macros, normalize, master_key)
+            master, master_metrics = self._update_masters(master, macros, normalize, master_key)
+            health["master_loss"] = _all_finite(master_metrics, num_axes=1)
+            health["master_params"] = _all_finite(master.params, num_axes=1)
+            metrics["master"] = jax.tree.map(jnp.mean, master_metrics)
         sub_index = jnp.repeat(macros.action, cfg.macro_duration, axis=1)  # [B, T, E]
         subs, metrics["sub"] = self._update_subpolicies(
             state.subs, steps, sub_index, in_joint_phase, normalize, sub_key)
+        health["sub_loss"] = _all_finite({k: v for k, v in metrics["sub"].items() if k != "trained"}, num_axes=1)
+        health["sub_params"] = _all_finite(subs.params, num_axes=1)
         obs_stats = running_statistics.update(state.obs_stats, steps.obs)
+        health["obs_stats"] = _all_finite(obs_stats, num_axes=0)
+        metrics["health"] = health
 
         phase = slots.phase + 1
         lifetime_over = phase >= cfg.lifetime
@@ -188,7 +209,9 @@ class Trainer:
         return new_state, metrics
 
     def _update_masters(self, masters: Learner, macros: Transition, normalize, key: jax.Array):
-        """PPO on every slot's own master, from its macro transitions [B, M, E]."""
+        """PPO on every slot's own master, from its macro transitions [B, M, E].
+
+        Returns (updated masters, per-slot PPO metrics [B])."""
         cfg = self.config
         state_value = functools.partial(self.master_model.apply, method=ActorCritic.state_value)
         obs = normalize(macros.obs)
@@ -205,10 +228,9 @@ class Trainer:
             ppo_update, loss_fn=self._loss_fn(self.master_model, cfg.master), optimizer=self.master_optimizer,
             epochs=cfg.master.epochs, num_minibatches=cfg.master.minibatches_for(cfg.master_batch_size),
         )
-        masters, metrics = jax.vmap(update_one, in_axes=(0, 0, None, 0))(
+        return jax.vmap(update_one, in_axes=(0, 0, None, 0))(
             masters, batch, weights, jax.random.split(key, cfg.num_slots)
         )
-        return masters, jax.tree.map(jnp.mean, metrics)
 
     def _update_subpolicies(self, subs: Learner, steps: Transition, sub_index: jax.Array, in_joint_phase,
                             normalize, key):

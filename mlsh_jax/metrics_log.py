@@ -1,0 +1,145 @@
+"""Where a run's per-update figures go: metrics.csv, TensorBoard event files and a progress bar.
+
+The training loop hands over host copies of each update's metrics (fetched one update late, so the
+jitted loop never waits for logging). On resume, metrics.csv is cut back to the rows of the
+checkpoint being resumed and TensorBoard's later events are purged, so both read as one run.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import pathlib
+import time
+from typing import Any, Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mlsh_jax.config import MLSHConfig
+
+METRICS_FILE = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+TIMING_COLUMNS = ("wall_s", "interval_s", "env_steps_per_s")
+
+
+def flatten_metrics(metrics: dict[str, Any], prefix: str = "", sep: str = "_") -> dict[str, float]:
+    """Nested metrics of one update -> flat columns; vectors become `name_i`, per-slot tables
+    (2-D and larger) are left out (they stay available to callers)."""
+    flat = {}
+    for name, value in metrics.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            flat.update(flatten_metrics(value, prefix=f"{key}{sep}", sep=sep))
+            continue
+        value = np.asarray(value)
+        if value.ndim == 0:
+            flat[key] = float(value)
+        elif value.ndim == 1:
+            flat.update({f"{key}_{i}": float(v) for i, v in enumerate(value)})
+    return flat
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def read_rows(path: pathlib.Path) -> list[dict[str, float]]:
+    """The rows of a metrics.csv as numbers, as they were written (an absent file has none)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as file:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(file)]
+
+
+class MetricsLog:
+    """Writes one row per update to metrics.csv and TensorBoard, and drives the progress bar.
+
+    Args:
+      out: the run directory.
+      config: the run's configuration (for env steps per update and the bar's total).
+      process_start: `time.time()` at process start (`wall_s` counts from it, compile included).
+      previous_rows: rows of the updates already done (resume); metrics.csv is rewritten to them.
+      progress: show a progress bar with ETA.
+      description: the bar's label.
+      tensorboard: also write TensorBoard event files into RUN/tensorboard/.
+      on_metrics: called with each new row.
+    """
+
+    def __init__(self, out: pathlib.Path, config: MLSHConfig, process_start: float, *,
+                 previous_rows: list[dict[str, float]] = (), progress: bool = True,
+                 description: str | None = None, tensorboard: bool = True,
+                 on_metrics: Callable[[dict[str, float]], None] | None = None):
+        self.config = config
+        self.process_start = process_start
+        self.rows = list(previous_rows)
+        self.on_metrics = on_metrics
+        self._last_time = time.time()
+        path = out / METRICS_FILE
+        self._fieldnames = list(self.rows[0]) if self.rows else None
+        if self.rows:
+            self._rewrite(path)
+        self._file = open(path, "a" if self.rows else "w", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=self._fieldnames) if self.rows else None
+        self._tensorboard = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter  # imported here: only runs that log need it
+
+            self._tensorboard = SummaryWriter(str(out / TENSORBOARD_DIR), flush_secs=30,
+                                              purge_step=len(self.rows) + 1 if self.rows else None)
+        self._bar = tqdm(total=config.num_updates, initial=len(self.rows), desc=description or config.algorithm,
+                         unit="update", disable=not progress, dynamic_ncols=True)
+
+    def _rewrite(self, path: pathlib.Path) -> None:
+        tmp = path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=self._fieldnames)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        tmp.replace(path)
+
+    def record(self, update: int, metrics: dict[str, Any]) -> dict[str, float]:
+        """Logs the host metrics of update number `update` (1-based); returns its CSV row."""
+        now = time.time()
+        steps_per_update = self.config.env_steps_per_update
+        row = {"update": update, "env_steps": update * steps_per_update,
+               "wall_s": now - self.process_start, "interval_s": now - self._last_time}
+        row["env_steps_per_s"] = steps_per_update / max(row["interval_s"], 1e-9)
+        row.update(flatten_metrics(metrics))
+        self._last_time = now
+        if self._writer is None:
+            self._fieldnames = list(row)
+            self._writer = csv.DictWriter(self._file, fieldnames=self._fieldnames)
+            self._writer.writeheader()
+        self._writer.writerow(row)
+        self._file.flush()
+        self.rows.append(row)
+        self._write_tensorboard(update, row, metrics)
+        self._bar.update(1)
+        self._bar.set_postfix(steps_per_s=f"{row['env_steps_per_s']:.0f}", ret=f"{row['mean_return']:.1f}",
+                              ret_post=f"{row['mean_return_post_warmup']:.1f}")
+        if self.on_metrics is not None:
+            self.on_metrics(row)
+        return row
+
+    def _write_tensorboard(self, update: int, row: dict[str, float], metrics: dict[str, Any]) -> None:
+        if self._tensorboard is None:
+            return
+        scalars = {"run/env_steps_per_s": row["env_steps_per_s"], "run/env_steps": row["env_steps"]}
+        scalars.update(flatten_metrics(metrics, sep="/"))
+        for tag, value in scalars.items():
+            if math.isfinite(value):
+                self._tensorboard.add_scalar(tag if "/" in tag else f"episodes/{tag}", value, update)
+        usage = metrics.get("sub_usage_per_slot")
+        if usage is not None:
+            for k in range(usage.shape[-1]):
+                self._tensorboard.add_histogram(f"sub_usage_per_slot/sub_{k}", np.asarray(usage[:, k]), update)
+
+    def close(self) -> None:
+        self._file.close()
+        self._bar.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
