@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from envs.base import TaskEnv
@@ -19,7 +20,7 @@ WORLD_SIZE = 400.0
 STEP_SIZE = 20.0
 GOAL_RADIUS = 50.0
 # Displacement of each action, in world units: stay, +x, -x, +y, -y.
-ACTION_MOVES = jnp.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]) * STEP_SIZE
+ACTION_MOVES = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]], np.float32) * STEP_SIZE
 
 
 @struct.dataclass
@@ -60,7 +61,7 @@ class MovingBandits(TaskEnv):
         return inner, self.observe(inner)
 
     def _transition(self, task, inner, action, key):
-        position = inner.position + ACTION_MOVES[action]
+        position = inner.position + jnp.asarray(ACTION_MOVES)[action]
         inner = inner.replace(position=position)
         distance = jnp.linalg.norm(position - inner.goals[task.correct_goal])
         reward = (distance < GOAL_RADIUS).astype(jnp.float32)

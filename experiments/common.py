@@ -19,6 +19,7 @@ from envs import ENV_REGISTRY
 from mlsh_jax.checkpoint import CheckpointError
 from mlsh_jax.config import ConfigError, MLSHConfig
 from mlsh_jax.resume import ResumeError, find_resume_point, read_run_config
+from mlsh_jax.distributed import ClusterError, check_slots_divide, initialize_cluster, slot_mesh, to_host
 from mlsh_jax.faults import NonFiniteError
 from mlsh_jax.run import RunDirectoryError, RunResult, check_run_dir, train
 
@@ -27,7 +28,7 @@ class UsageError(ValueError):
     """Bad command-line input: reported as `error: ...` with exit code 2."""
 
 
-INPUT_ERRORS = (UsageError, ConfigError, RunDirectoryError, ResumeError, CheckpointError)
+INPUT_ERRORS = (UsageError, ConfigError, RunDirectoryError, ResumeError, CheckpointError, ClusterError)
 
 
 def exit_with_usage_error(message: str) -> None:
@@ -47,6 +48,14 @@ def base_parser(description: str, presets: Mapping[str, Callable[[], MLSHConfig]
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its newest checkpoint (its configuration, "
                              "plus --set of num_updates, checkpoint_every or keep_checkpoints)")
+    cluster = parser.add_argument_group("multi-host (see README: clusters)")
+    cluster.add_argument("--distributed", action="store_true",
+                         help="join a multi-process JAX cluster (jax.distributed; detected on SLURM, Open MPI "
+                              "and Cloud TPU, or given by the three flags below)")
+    cluster.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
+    cluster.add_argument("--num-processes", type=int, default=None, help="number of processes in the cluster")
+    cluster.add_argument("--process-id", type=int, default=None, help="this process's index, 0-based")
+    cluster.add_argument("--cluster-timeout", type=int, default=120, help="seconds to wait for the cluster")
     parser.set_defaults(default_preset=default_preset)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a configuration field, e.g. --set num_slots=200 "
@@ -125,14 +134,20 @@ def resolve_run(experiment: str, args, presets: Mapping[str, Callable[[], MLSHCo
                 ) -> tuple[MLSHConfig, pathlib.Path]:
     """The configuration and run directory of a command line, checked before anything is compiled
     or written: a new run needs a free --out; `--resume` needs a run there that can continue under
-    the resulting configuration (its checkpoint is restored and verified)."""
+    the resulting configuration (its checkpoint is restored and verified). With `--distributed` the
+    process joins its cluster first; the task slots must split evenly over all devices."""
     out = default_out_dir(experiment, args)
-    if not args.resume:
-        config = resolve_config(args, presets)
+    stored = read_run_config(out) if args.resume else None
+    config = resolve_config(args, presets, stored=stored)
+    if args.distributed:
+        initialize_cluster(args.coordinator, args.num_processes, args.process_id, timeout_s=args.cluster_timeout)
+    elif any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
+        raise UsageError("--coordinator, --num-processes and --process-id need --distributed")
+    check_slots_divide(config.num_slots, slot_mesh())
+    if args.resume:
+        find_resume_point(out, config)
+    else:
         check_out_dir(out)
-        return config, out
-    config = resolve_config(args, presets, stored=read_run_config(out))
-    find_resume_point(out, config)
     return config, out
 
 
@@ -150,10 +165,17 @@ def train_or_exit(module: str, config: MLSHConfig, out: pathlib.Path, *, resume:
     return result
 
 
+def shared_part_on_host(state):
+    """A TrainState's replicated part (sub-policies, observation statistics) as host arrays, without
+    the per-slot part: what evaluation and figures need, usable on any process of a cluster."""
+    return state.replace(subs=to_host(state.subs), obs_stats=to_host(state.obs_stats), slots=None)
+
+
 def can_resume(out: pathlib.Path) -> bool:
     """Whether `out` holds a run that `--resume` should continue (rather than start afresh)."""
     return out.is_dir() and any(out.iterdir())
 
 
 __all__ = ["INPUT_ERRORS", "UsageError", "apply_overrides", "base_parser", "can_resume", "check_out_dir",
-           "default_out_dir", "exit_with_usage_error", "resolve_config", "resolve_run", "train_or_exit"]
+           "default_out_dir", "exit_with_usage_error", "resolve_config", "resolve_run", "shared_part_on_host",
+           "train_or_exit"]

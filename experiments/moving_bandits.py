@@ -23,6 +23,7 @@ from envs.moving_bandits import GOAL_RADIUS, WORLD_SIZE
 from experiments import common, plots
 from mlsh_jax.config import MLSHConfig, PPOConfig
 from mlsh_jax.evaluation import run_subpolicy
+from mlsh_jax.distributed import is_main_process
 from mlsh_jax.files import write_json
 
 # The paper's per-task settings (K=2, N=10, W=9, U=1, 50-step episodes, D=2000, lr 0.01 / 3e-4) are
@@ -111,8 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
     mlsh = common.train_or_exit(module, config, out, resume=args.resume, progress=not args.no_progress,
                                 description="MLSH")
     key = jax.random.PRNGKey(config.seed + 1)
-    behaviour = subpolicy_goal_fractions(mlsh.trainer, mlsh.state, key)
-    draw_subpolicies(mlsh.trainer, mlsh.state, key, out / "subpolicies.png")
+    policies = common.shared_part_on_host(mlsh.state)
+    behaviour = subpolicy_goal_fractions(mlsh.trainer, policies, key)
+    draw_subpolicies(mlsh.trainer, policies, key, out / "subpolicies.png")
     summary = dict(mlsh.summary, subpolicy_behaviour=behaviour)
     curves = {"MLSH": mlsh.rows}
     if not args.no_baseline:
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
         curves["shared policy"] = shared.rows
         summary["baseline_shared"] = {k: shared.summary[k] for k in
                                       ("mean_return", "mean_return_post_warmup", "wall_s")}
+    if not is_main_process():  # in a cluster, process 0 writes the files
+        return summary
     write_json(out / "summary.json", summary)
     draw_learning_curves(curves, config, out / "learning_curve.png",
                          with_paper_levels=(args.preset or args.default_preset) != "smoke")

@@ -14,6 +14,7 @@ byte silently).
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import pathlib
@@ -26,6 +27,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding
+
+from mlsh_jax.distributed import replicated, to_host
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_VERSION = 1
@@ -64,14 +68,22 @@ def _leaf_fingerprint(leaf: jax.Array) -> jax.Array:
     return jnp.sum(mixed, dtype=jnp.uint32)
 
 
-@jax.jit
-def _fingerprint(state) -> list[jax.Array]:
-    return [_leaf_fingerprint(leaf) for leaf in jax.tree.leaves(state)]
+@functools.lru_cache(maxsize=None)
+def _fingerprint_fn(mesh: Mesh | None):
+    def digests(state) -> list[jax.Array]:
+        return [_leaf_fingerprint(leaf) for leaf in jax.tree.leaves(state)]
+    return jax.jit(digests, out_shardings=None if mesh is None else replicated(mesh))
 
 
 def fingerprint(state) -> list[int]:
-    """One uint32 digest per leaf of `state`, in `jax.tree.leaves` order."""
-    return [int(x) for x in jax.device_get(_fingerprint(state))]
+    """One uint32 digest per leaf of `state`, in `jax.tree.leaves` order.
+
+    Integer sums are exact, so the digests do not depend on how the state is laid out over devices
+    or processes: a checkpoint written on 2 processes verifies when read on 1, and the other way round.
+    """
+    shardings = [leaf.sharding for leaf in jax.tree.leaves(state) if isinstance(leaf, jax.Array)]
+    mesh = next((s.mesh for s in shardings if isinstance(s, NamedSharding)), None)
+    return [int(x) for x in to_host(_fingerprint_fn(mesh)(state))]
 
 
 def save(manager: ocp.CheckpointManager, update: int, state, config: dict[str, Any]) -> None:
@@ -147,7 +159,9 @@ def read_meta(manager: ocp.CheckpointManager, update: int) -> dict[str, Any]:
 
 
 def restore(manager: ocp.CheckpointManager, update: int, abstract_state) -> tuple[Any, dict[str, Any]]:
-    """Restores checkpoint `update` into the structure of `abstract_state` (from `jax.eval_shape`).
+    """Restores checkpoint `update` into `abstract_state` (ShapeDtypeStructs with shardings, e.g.
+    `Trainer.abstract_state()`); a checkpoint written on another number of devices or processes is
+    laid out anew.
 
     Returns (state, meta). Raises CheckpointError, naming the checkpoint and what is wrong, when it
     is unreadable, has other shapes, or its contents differ from the fingerprint taken at save time.
@@ -159,7 +173,7 @@ def restore(manager: ocp.CheckpointManager, update: int, abstract_state) -> tupl
     if len(meta["fingerprint"]) != len(expected):
         raise CheckpointError(f"checkpoint {where} holds a different state structure "
                               f"({len(meta['fingerprint'])} arrays, expected {len(expected)})")
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    target = abstract_state  # ShapeDtypeStructs with shardings: each process reads its own shards
     restored, problem = _read_quietly(
         lambda: manager.restore(update, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))))
     if problem is not None:

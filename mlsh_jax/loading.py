@@ -106,7 +106,7 @@ def load_run(run_dir: str | pathlib.Path) -> LoadedRun:
     trainer = Trainer(config)
     if not (run / checkpoint.CHECKPOINT_DIR).is_dir():
         raise RunLoadError(f"{run} has no checkpoint (no {checkpoint.CHECKPOINT_DIR}/ folder)")
-    abstract = jax.eval_shape(trainer.initial_state, jax.random.PRNGKey(0))
+    abstract = trainer.abstract_state()
     manager = checkpoint.checkpoint_manager(run, create=False)
     try:
         available = checkpoint.steps(manager)

@@ -67,12 +67,14 @@ class MetricsLog:
       description: the bar's label.
       tensorboard: also write TensorBoard event files into RUN/tensorboard/.
       on_metrics: called with each new row.
+      write_files: write metrics.csv and TensorBoard files (only process 0 of a cluster does; the
+        others keep the rows in memory).
     """
 
     def __init__(self, out: pathlib.Path, config: MLSHConfig, process_start: float, *,
                  previous_rows: list[dict[str, float]] = (), progress: bool = True,
                  description: str | None = None, tensorboard: bool = True,
-                 on_metrics: Callable[[dict[str, float]], None] | None = None):
+                 on_metrics: Callable[[dict[str, float]], None] | None = None, write_files: bool = True):
         self.config = config
         self.process_start = process_start
         self.rows = list(previous_rows)
@@ -80,12 +82,13 @@ class MetricsLog:
         self._last_time = time.time()
         path = out / METRICS_FILE
         self._fieldnames = list(self.rows[0]) if self.rows else None
-        if self.rows:
+        self._file = self._writer = self._tensorboard = None
+        if write_files and self.rows:
             self._rewrite(path)
-        self._file = open(path, "a" if self.rows else "w", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=self._fieldnames) if self.rows else None
-        self._tensorboard = None
-        if tensorboard:
+        if write_files:
+            self._file = open(path, "a" if self.rows else "w", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=self._fieldnames) if self.rows else None
+        if tensorboard and write_files:
             from tensorboardX import SummaryWriter  # imported here: only runs that log need it
 
             self._tensorboard = SummaryWriter(str(out / TENSORBOARD_DIR), flush_secs=30,
@@ -110,12 +113,8 @@ class MetricsLog:
         row["env_steps_per_s"] = steps_per_update / max(row["interval_s"], 1e-9)
         row.update(flatten_metrics(metrics))
         self._last_time = now
-        if self._writer is None:
-            self._fieldnames = list(row)
-            self._writer = csv.DictWriter(self._file, fieldnames=self._fieldnames)
-            self._writer.writeheader()
-        self._writer.writerow(row)
-        self._file.flush()
+        if self._file is not None:
+            self._write_csv(row)
         self.rows.append(row)
         self._write_tensorboard(update, row, metrics)
         self._bar.update(1)
@@ -124,6 +123,14 @@ class MetricsLog:
         if self.on_metrics is not None:
             self.on_metrics(row)
         return row
+
+    def _write_csv(self, row: dict[str, float]) -> None:
+        if self._writer is None:
+            self._fieldnames = list(row)
+            self._writer = csv.DictWriter(self._file, fieldnames=self._fieldnames)
+            self._writer.writeheader()
+        self._writer.writerow(row)
+        self._file.flush()
 
     def _write_tensorboard(self, update: int, row: dict[str, float], metrics: dict[str, Any]) -> None:
         if self._tensorboard is None:
@@ -139,7 +146,8 @@ class MetricsLog:
                 self._tensorboard.add_histogram(f"sub_usage_per_slot/sub_{k}", np.asarray(usage[:, k]), update)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         self._bar.close()
         if self._tensorboard is not None:
             self._tensorboard.close()

@@ -15,10 +15,10 @@ import os
 import pathlib
 from typing import Any
 
-import jax
 
 from mlsh_jax import checkpoint
 from mlsh_jax.checkpoint import CheckpointError
+from mlsh_jax.distributed import to_host
 from mlsh_jax.files import write_json
 from mlsh_jax.config import RESUMABLE_FIELDS, ConfigError, MLSHConfig, config_differences
 from mlsh_jax.metrics_log import METRICS_FILE, read_rows
@@ -103,9 +103,10 @@ def find_resume_point(run_dir: str | pathlib.Path, config: MLSHConfig, trainer: 
         state = _restore(run, manager, available, stored, trainer)
     finally:
         manager.close()
-    if int(state.update) != update:
+    saved_update = int(to_host(state.update))
+    if saved_update != update:
         raise CheckpointError(f"checkpoint {run / checkpoint.CHECKPOINT_DIR / str(update)} holds the state of "
-                              f"update {int(state.update)}, not {update}")
+                              f"update {saved_update}, not {update}")
     if update > config.num_updates:
         raise ResumeError(f"{run} has already done {update} updates, more than num_updates={config.num_updates}; "
                           f"pass --set num_updates=N with N >= {update}")
@@ -132,7 +133,7 @@ def _check_written_by(run: pathlib.Path, stored: MLSHConfig, meta: dict[str, Any
 def _restore(run: pathlib.Path, manager, available: list[int], stored: MLSHConfig, trainer: Trainer) -> TrainState:
     """Restores the newest of the `available` checkpoints, checking it was written by this run."""
     update = available[-1]
-    abstract = jax.eval_shape(trainer.initial_state, jax.random.PRNGKey(0))
+    abstract = trainer.abstract_state()
     try:
         _check_written_by(run, stored, checkpoint.read_meta(manager, update), update)
         state, _ = checkpoint.restore(manager, update, abstract)

@@ -24,8 +24,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from mlsh_jax import checkpoint
-from mlsh_jax.config import MLSHConfig
+from mlsh_jax import checkpoint, distributed
+from mlsh_jax.config import RESUMABLE_FIELDS, MLSHConfig, config_differences
 from mlsh_jax.faults import NonFiniteError, StopSignals, describe_non_finite
 from mlsh_jax.files import write_json
 from mlsh_jax.metrics_log import MetricsLog
@@ -132,7 +132,8 @@ def train(
       out_dir: a new run directory, or (with `resume`) the run to continue.
       resume: continue `out_dir` from its newest checkpoint (see `resume.find_resume_point`); a run
         that is already complete is returned as it is, without training.
-      trainer: a prebuilt `Trainer(config)` (built here when None).
+      trainer: a prebuilt trainer (built here when None), e.g. to share one compiled update between
+        runs; its configuration may differ from `config` only in `RESUMABLE_FIELDS`.
       progress, description: progress bar and its label.
       tensorboard: also write TensorBoard event files.
       on_metrics: called with every new metrics row.
@@ -142,44 +143,57 @@ def train(
         compiled or written, when `out_dir` cannot be used as asked.
       faults.NonFiniteError: training produced a NaN or infinity (no checkpoint is written for it).
     """
-    trainer = trainer or Trainer(config)
+    if trainer is None:
+        trainer = Trainer(config)
+    mismatched = sorted(set(config_differences(trainer.config, config)) - set(RESUMABLE_FIELDS))
+    if mismatched:
+        raise ValueError(f"the trainer was built for another configuration (differs in {', '.join(mismatched)})")
+    main = distributed.is_main_process()
     resumed_from, previous_rows = None, []
     if resume:
         point = find_resume_point(out_dir, config, trainer)
         out, state, resumed_from, previous_rows = pathlib.Path(out_dir), point.state, point.update, point.rows
         if point.update == config.num_updates and not point.changes and point.dropped_rows == 0:
             return _finished(trainer, config, out, state, previous_rows, resumed_from)
-        record_resume(out, point, config, time.time())
+        distributed.barrier("mlsh_jax.train.resume_checked")
+        if main:
+            record_resume(out, point, config, time.time())
     else:
-        out = prepare_run_dir(out_dir)
-        write_json(out / CONFIG_FILE, config.to_dict())
+        out = check_run_dir(out_dir)
+        distributed.barrier("mlsh_jax.train.run_dir_checked")  # every process checked before any writes
+        if main:
+            prepare_run_dir(out)
+            write_json(out / CONFIG_FILE, config.to_dict())
+        distributed.barrier("mlsh_jax.train.run_dir_created")
         state = trainer.init(jax.random.PRNGKey(config.seed))
 
-    log = MetricsLog(out, config, PROCESS_START, previous_rows=previous_rows, progress=progress,
-                     description=description, tensorboard=tensorboard, on_metrics=on_metrics)
+    log = MetricsLog(out, config, PROCESS_START, previous_rows=previous_rows, progress=progress and main,
+                     description=description, tensorboard=tensorboard, on_metrics=on_metrics, write_files=main)
     manager = checkpoint.checkpoint_manager(out, max_to_keep=config.keep_checkpoints)
     try:
         with StopSignals() as stop:
-            state = _training_loop(trainer, state, log, manager, stop, first_update=len(previous_rows))
+            state, stopped = _training_loop(trainer, config, state, log, manager, stop,
+                                            first_update=len(previous_rows))
     finally:
         manager.wait_until_finished()
         manager.close()
         log.close()
-    if stop.requested is not None and int(state.update) < config.num_updates:
-        print(f"stopped after update {int(state.update)} of {config.num_updates}; its checkpoint is in "
+    if stopped:
+        print(f"stopped after update {len(log.rows)} of {config.num_updates}; its checkpoint is in "
               f"{out / checkpoint.CHECKPOINT_DIR}", file=sys.stderr, flush=True)
         return RunResult(trainer, state, log.rows, None, preempted=True, resumed_from=resumed_from)
     return _finished(trainer, config, out, state, log.rows, resumed_from)
 
 
-def _training_loop(trainer: Trainer, state: TrainState, log: MetricsLog, manager, stop: StopSignals,
-                   first_update: int) -> TrainState:
-    """Updates from `first_update` to the end (or to a stop request); returns the last state."""
-    config = trainer.config
+def _training_loop(trainer: Trainer, config: MLSHConfig, state: TrainState, log: MetricsLog, manager,
+                   stop: StopSignals, first_update: int) -> tuple[TrainState, bool]:
+    """Updates from `first_update` to `config.num_updates` or to a stop request (on any process).
+
+    Returns (the last state, whether it stopped early)."""
     pending = None  # (update number, device metrics) not yet logged
 
     def log_and_check(update, device_metrics):
-        metrics = jax.device_get(device_metrics)
+        metrics = distributed.to_host(device_metrics)
         health = metrics.pop("health")
         log.record(update, metrics)
         problem = describe_non_finite(health, update)
@@ -197,19 +211,21 @@ def _training_loop(trainer: Trainer, state: TrainState, log: MetricsLog, manager
             log_and_check(*pending)
         pending = (update_index + 1, metrics)
         done = update_index + 1
+        stopping = distributed.any_process(stop.requested is not None) and done < config.num_updates
         periodic = config.checkpoint_every and done % config.checkpoint_every == 0
-        if done == config.num_updates or periodic or stop.requested is not None:
+        if done == config.num_updates or periodic or stopping:
             log_and_check(*pending)  # waits for this update: its health is known before it is saved
             pending = None
             checkpoint.save(manager, done, state, config.to_dict())
-        if stop.requested is not None:
-            break
+        if stopping:
+            return state, True
     if pending is not None:
         log_and_check(*pending)
-    return state
+    return state, False
 
 
 def _finished(trainer, config, out, state, rows, resumed_from) -> RunResult:
     summary = summarize(rows, config)
-    write_json(out / SUMMARY_FILE, summary)
+    if distributed.is_main_process():
+        write_json(out / SUMMARY_FILE, summary)
     return RunResult(trainer, state, rows, summary, resumed_from=resumed_from)

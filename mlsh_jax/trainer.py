@@ -22,9 +22,11 @@ import jax.numpy as jnp
 import optax
 from brax.training.acme import running_statistics, specs
 from flax import struct
+from jax.sharding import Mesh
 
 from envs import ENV_REGISTRY, TaskEnv, make_env
 from mlsh_jax.config import MLSHConfig
+from mlsh_jax.distributed import check_slots_divide, replicated, slot_mesh, state_shardings, with_shardings
 from mlsh_jax.losses import PPOBatch, compute_gae, ppo_loss
 from mlsh_jax.networks import ActorCritic
 from mlsh_jax.ppo import Learner, make_optimizer, ppo_update
@@ -98,10 +100,14 @@ class Trainer:
     Attributes:
       config: the validated configuration.
       env: the task distribution.
-      update: jitted `TrainState -> (TrainState, metrics)`; compiles once per configuration.
+      mesh: the devices the task slots are split over (default: all devices of all processes).
+      state_sharding: how each `TrainState` leaf is laid out on `mesh` (slots split, rest replicated).
+      init: jitted `key -> TrainState`, laid out by `state_sharding`.
+      update: jitted `TrainState -> (TrainState, metrics)`; compiles once per configuration; the
+        metrics come back replicated, so every process can read them.
     """
 
-    def __init__(self, config: MLSHConfig, env: TaskEnv | None = None):
+    def __init__(self, config: MLSHConfig, env: TaskEnv | None = None, mesh: Mesh | None = None):
         if env is None:
             config.validate(tuple(ENV_REGISTRY))
             env = make_env(config.env, episode_length=config.episode_length)
@@ -114,10 +120,20 @@ class Trainer:
         self.sub_model = ActorCritic(self.env.num_actions, tuple(config.hidden_sizes))
         self.master_optimizer = make_optimizer(config.master)
         self.sub_optimizer = _stacked(make_optimizer(config.sub))
-        self.update = jax.jit(self.update_step, donate_argnums=0)
-        self.init = jax.jit(self.initial_state)
+        # Task slots are split over every device (of every process); the rest is replicated.
+        self.mesh = mesh if mesh is not None else slot_mesh()
+        check_slots_divide(config.num_slots, self.mesh)
+        self.state_sharding = state_shardings(jax.eval_shape(self.initial_state, jax.random.PRNGKey(0)),
+                                              mesh=self.mesh)
+        self.init = jax.jit(self.initial_state, out_shardings=self.state_sharding)
+        self.update = jax.jit(self.update_step, in_shardings=(self.state_sharding,),
+                              out_shardings=(self.state_sharding, replicated(self.mesh)), donate_argnums=0)
 
     # ---- state ---------------------------------------------------------------------------------
+    def abstract_state(self) -> TrainState:
+        """Shapes, dtypes and shardings of a `TrainState` (the target of a checkpoint restore)."""
+        return with_shardings(jax.eval_shape(self.initial_state, jax.random.PRNGKey(0)), self.state_sharding)
+
     def initial_state(self, key: jax.Array) -> TrainState:
         """Initial state (pure; `self.init` is its jitted form): K fresh sub-policies and B slots
         at staggered phases of a first lifetime."""

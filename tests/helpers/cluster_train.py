@@ -1,0 +1,36 @@
+"""One process of a training job, for the multi-device and multi-process tests.
+
+    python tests/helpers/cluster_train.py OUT UPDATES [--resume] [--coordinator H:P --num-processes N --process-id I]
+
+Trains the moving-bandits smoke preset for UPDATES updates into OUT (or resumes it) and writes this
+process's final sub-policy parameters to OUT/subs_process<I>.npz.
+"""
+
+import argparse
+import dataclasses
+import pathlib
+
+import jax
+import numpy as np
+
+from mlsh_jax.distributed import initialize_cluster, to_host
+
+parser = argparse.ArgumentParser()
+parser.add_argument("out", type=pathlib.Path)
+parser.add_argument("updates", type=int)
+parser.add_argument("--resume", action="store_true")
+parser.add_argument("--coordinator")
+parser.add_argument("--num-processes", type=int)
+parser.add_argument("--process-id", type=int)
+args = parser.parse_args()
+if args.coordinator:
+    initialize_cluster(args.coordinator, args.num_processes, args.process_id, timeout_s=60)
+
+from experiments.moving_bandits import PRESETS  # noqa: E402  (after the cluster is formed)
+from mlsh_jax.run import train  # noqa: E402
+
+config = dataclasses.replace(PRESETS["smoke"](), num_updates=args.updates)
+result = train(config, args.out, resume=args.resume, progress=False, tensorboard=False)
+leaves = [np.asarray(x) for x in jax.tree.leaves(to_host(result.state.subs.params))]
+np.savez(args.out / f"subs_process{jax.process_index()}.npz", *leaves)
+print("devices", jax.device_count(), "processes", jax.process_count())
