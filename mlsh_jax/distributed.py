@@ -1,10 +1,12 @@
 """One training job over many devices and hosts, on JAX's own machinery.
 
-The task-slot axis is split over a 1-D mesh of every device of every process (axis "slots"): each
-device holds its share of the slots (their masters, optimizer states, tasks, phases and env copies);
-the sub-policies, observation statistics, PRNG key and counter are replicated. `Trainer.update` is
-one jitted SPMD program over that mesh, so XLA inserts the collectives: the sub-policy update
-draws on the joint-phase slots of every device and every replica applies the same update.
+The task-slot axis is split over a mesh of every device of every process (axes "hosts" x
+"devices"): each device holds its share of the slots (their masters, optimizer states, tasks, phases
+and env copies); the sub-policies, observation statistics, PRNG key and counter are replicated.
+`Trainer.update` is one jitted SPMD program over that mesh, so XLA inserts the collectives: the
+joint-phase slots' experience is gathered once per update, and the sub-policy minibatches are split
+over the devices of each process (data-parallel gradient steps within a host, none of the many small
+per-minibatch collectives crossing the network); every process applies the same update.
 
 Multi-host: `initialize_cluster` wraps `jax.distributed.initialize` (auto-detected on SLURM, Open MPI
 and Cloud TPU; explicit coordinator address, process count and id elsewhere). Every process runs the
@@ -25,7 +27,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mlsh_jax.config import ConfigError
 
-SLOT_AXIS = "slots"
+HOST_AXIS, DEVICE_AXIS = "hosts", "devices"
+SLOT_AXIS = (HOST_AXIS, DEVICE_AXIS)  # task slots are split over both mesh axes
 
 
 class ClusterError(RuntimeError):
@@ -33,9 +36,13 @@ class ClusterError(RuntimeError):
 
 
 def slot_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D mesh over `devices` (default: every device of every process) named "slots"."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(np.asarray(devices), (SLOT_AXIS,))
+    """The mesh of `devices` (default: every device of every process), shaped [processes, devices
+    per process] with axes ("hosts", "devices"). Task slots are split over all of it; the
+    sub-policy minibatches only over "devices", so gradient steps never wait for the network."""
+    devices = sorted(jax.devices() if devices is None else devices, key=lambda d: (d.process_index, d.id))
+    processes = sorted({d.process_index for d in devices})
+    grid = np.asarray(devices, dtype=object).reshape(len(processes), -1)
+    return Mesh(grid, (HOST_AXIS, DEVICE_AXIS))
 
 
 def check_slots_divide(num_slots: int, mesh: Mesh) -> None:
@@ -55,8 +62,13 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def slot_sharded(mesh: Mesh) -> NamedSharding:
-    """The leading (slot) axis is split over the mesh."""
+    """The leading (slot) axis is split over the whole mesh."""
     return NamedSharding(mesh, PartitionSpec(SLOT_AXIS))
+
+
+def sample_sharded(mesh: Mesh, axis: int = 0) -> NamedSharding:
+    """Axis `axis` split over the devices of each process, replicated across processes."""
+    return NamedSharding(mesh, PartitionSpec(*([None] * axis), DEVICE_AXIS))
 
 
 def state_shardings(state, slots_field: str = "slots", mesh: Mesh | None = None):

@@ -41,6 +41,7 @@ def ppo_update(
     optimizer: optax.GradientTransformation,
     epochs: int,
     num_minibatches: int,
+    minibatch_sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[Learner, dict[str, jax.Array]]:
     """Runs `epochs` passes of shuffled minibatch gradient steps on a flat batch.
 
@@ -53,6 +54,8 @@ def ppo_update(
       optimizer: the optax transformation whose state is `learner.opt_state`.
       epochs, num_minibatches: static counts. Each epoch uses `num_minibatches * (S // num_minibatches)`
         samples of a fresh permutation (the few left over differ from epoch to epoch).
+      minibatch_sharding: optional layout of the shuffled minibatches [num_minibatches, size, ...]
+        (e.g. split along `size` over devices: data-parallel gradient steps).
 
     Returns:
       (updated learner, metrics averaged over all minibatch steps).
@@ -71,6 +74,8 @@ def ppo_update(
         order = jax.random.permutation(epoch_key, num_samples)[: num_minibatches * minibatch_size]
         shuffle = lambda x: x[order].reshape((num_minibatches, minibatch_size) + x.shape[1:])
         minibatches = (jax.tree.map(shuffle, batch), shuffle(weights))
+        if minibatch_sharding is not None:
+            minibatches = jax.lax.with_sharding_constraint(minibatches, minibatch_sharding)
         return jax.lax.scan(minibatch_step, learner, minibatches)
 
     learner, metrics = jax.lax.scan(epoch, learner, jax.random.split(key, epochs))

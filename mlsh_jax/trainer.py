@@ -26,7 +26,8 @@ from jax.sharding import Mesh
 
 from envs import ENV_REGISTRY, TaskEnv, make_env
 from mlsh_jax.config import MLSHConfig
-from mlsh_jax.distributed import check_slots_divide, replicated, slot_mesh, state_shardings, with_shardings
+from mlsh_jax.distributed import (check_slots_divide, replicated, sample_sharded, slot_mesh, state_shardings,
+                                  with_shardings)
 from mlsh_jax.losses import PPOBatch, compute_gae, ppo_loss
 from mlsh_jax.networks import ActorCritic
 from mlsh_jax.ppo import Learner, make_optimizer, ppo_update
@@ -276,6 +277,8 @@ class Trainer:
                          advantages=advantages, returns=returns)
         weights = jax.nn.one_hot(sub_index, cfg.num_subpolicies) * valid[:, None, None, None]
         batch, weights = _flatten_samples((batch, weights), num_axes=3)
+        # Data-parallel over the devices of each process (a hint to the partitioner).
+        batch, weights = jax.lax.with_sharding_constraint((batch, weights), sample_sharded(self.mesh))
 
         single_loss = self._loss_fn(self.sub_model, cfg.sub)
 
@@ -286,6 +289,7 @@ class Trainer:
         updated, metrics = ppo_update(
             subs, batch, weights, key, stacked_loss, self.sub_optimizer,
             epochs=cfg.sub.epochs, num_minibatches=cfg.sub.minibatches_for(weights.shape[0]),
+            minibatch_sharding=sample_sharded(self.mesh, axis=1),
         )
         trained = jnp.sum(weights, axis=0) > 0
         metrics["trained"] = trained.astype(jnp.float32)
