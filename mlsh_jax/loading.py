@@ -16,6 +16,9 @@ from mlsh_jax.networks import ActorCritic
 from mlsh_jax.trainer import Trainer, TrainState
 
 
+CONFIG_FILE = "config.json"
+
+
 class RunLoadError(ValueError):
     """The directory is not a run that can be loaded (message says why)."""
 
@@ -85,9 +88,9 @@ def load_config(run_dir: str | pathlib.Path) -> MLSHConfig:
     run = pathlib.Path(run_dir)
     if not run.is_dir():
         raise RunLoadError(f"run directory {run} does not exist")
-    config_path = run / "config.json"
+    config_path = run / CONFIG_FILE
     if not config_path.is_file():
-        raise RunLoadError(f"{run} is not a run directory: it has no config.json")
+        raise RunLoadError(f"{run} is not a run directory: it has no {CONFIG_FILE}")
     try:
         return MLSHConfig.from_dict(json.loads(config_path.read_text()))
     except (ValueError, TypeError) as error:

@@ -20,11 +20,11 @@ from mlsh_jax import checkpoint
 from mlsh_jax.checkpoint import CheckpointError
 from mlsh_jax.distributed import to_host
 from mlsh_jax.files import write_json
+from mlsh_jax.loading import CONFIG_FILE, RunLoadError, load_config
 from mlsh_jax.config import RESUMABLE_FIELDS, ConfigError, MLSHConfig, config_differences
 from mlsh_jax.metrics_log import METRICS_FILE, read_rows
 from mlsh_jax.trainer import Trainer, TrainState
 
-CONFIG_FILE = "config.json"
 RESUME_LOG = "resumes.jsonl"
 
 
@@ -52,16 +52,14 @@ class ResumePoint:
 
 
 def read_run_config(run_dir: pathlib.Path) -> MLSHConfig:
-    """The configuration stored in `RUN/config.json`; raises ResumeError when there is none."""
+    """The configuration stored in `RUN/config.json` (`loading.load_config`); raises ResumeError
+    when there is none."""
     if not run_dir.is_dir():
         raise ResumeError(f"nothing to resume: {run_dir} does not exist (drop --resume to start a new run)")
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise ResumeError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
     try:
-        return MLSHConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError) as error:
-        raise ResumeError(f"{path} is not a valid run configuration: {error}") from None
+        return load_config(run_dir)
+    except RunLoadError as error:
+        raise ResumeError(str(error)) from None
 
 
 def _format_changes(changes: dict[str, tuple[Any, Any]]) -> str:
