@@ -66,7 +66,7 @@ def measure_env(num_slots: int, repeats: int) -> dict:
 
         def step(states, key):
             action_key, env_key = jax.random.split(key)
-            actions = jax.random.randint(action_key, (num_slots, E), 0, env.num_actions)
+            actions = jax.random.randint(action_key, (num_slots, E), 0, env.action_size)
             out = step_envs(env, tasks, states, actions, jax.random.split(env_key, (num_slots, E)))
             return out.state, out.reward.sum()
 

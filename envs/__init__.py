@@ -1,16 +1,35 @@
-"""Task-distribution environments, in pure JAX (this package never imports `mlsh_jax`)."""
+"""Task-distribution environments, in pure JAX (this package never imports `mlsh_jax`).
+
+The Brax ant envs are imported on first use (`make_env`), so that discrete experiments never load
+Brax.
+"""
+
+import importlib
 
 from envs.base import AutoResetStep, EnvState, TaskEnv, auto_reset_step
 from envs.moving_bandits import MovingBandits
 
-ENV_REGISTRY = {"moving_bandits": MovingBandits}
+# name -> "module:class"
+ENV_REGISTRY = {
+    "moving_bandits": "envs.moving_bandits:MovingBandits",
+    "ant_twowalk": "envs.ant_twowalk:AntTwoWalk",
+    "ant_maze": "envs.ant_maze:AntMaze",
+    "ant_obstacles": "envs.ant_obstacles:AntObstacleCourse",
+}
+
+
+def env_class(name: str) -> type[TaskEnv]:
+    """The class registered as `name` (see `ENV_REGISTRY`)."""
+    if name not in ENV_REGISTRY:
+        raise ValueError(f"unknown env {name!r}; known envs: {', '.join(sorted(ENV_REGISTRY))}")
+    module, cls = ENV_REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def make_env(name: str, **kwargs) -> TaskEnv:
     """Builds the task distribution registered as `name` (see `ENV_REGISTRY`)."""
-    if name not in ENV_REGISTRY:
-        raise ValueError(f"unknown env {name!r}; known envs: {', '.join(sorted(ENV_REGISTRY))}")
-    return ENV_REGISTRY[name](**kwargs)
+    return env_class(name)(**kwargs)
 
 
-__all__ = ["AutoResetStep", "EnvState", "TaskEnv", "auto_reset_step", "make_env", "ENV_REGISTRY", "MovingBandits"]
+__all__ = ["AutoResetStep", "EnvState", "TaskEnv", "auto_reset_step", "env_class", "make_env", "ENV_REGISTRY",
+           "MovingBandits"]

@@ -55,10 +55,12 @@ def to_gymnax(env: TaskEnv):
 
         @property
         def num_actions(self):
-            return env.num_actions
+            return env.action_size
 
         def action_space(self, params=None):
-            return spaces.Discrete(env.num_actions)
+            if env.continuous_actions:
+                return spaces.Box(-1.0, 1.0, (env.action_size,), jnp.float32)
+            return spaces.Discrete(env.action_size)
 
         def observation_space(self, params=None):
             return spaces.Box(-jnp.inf, jnp.inf, (env.observation_size,), jnp.float32)
@@ -71,8 +73,8 @@ def to_brax(env: TaskEnv):
     a new task at every reset, for `brax.training`'s agents and wrappers.
 
     The time limit is reported in `info['truncation']` (brax's convention) and never in `done`.
-    brax's agents act with continuous vectors: for a discrete env the action vector has one entry per
-    discrete action and the env takes its argmax. Note that brax's `AutoResetWrapper` restarts an
+    brax's agents act with continuous vectors: a continuous env takes them as they are; for a
+    discrete env the action vector has one entry per discrete action and the env takes its argmax. Note that brax's `AutoResetWrapper` restarts an
     episode from its *first* state, so each env copy then keeps its first task.
     """
     from brax.envs.base import Env as BraxEnv
@@ -92,7 +94,9 @@ def to_brax(env: TaskEnv):
         def step(self, state, action):
             inner = state.pipeline_state
             step_key, rng = jax.random.split(state.info["rng"])
-            stepped = env.step(inner.task, inner.env_state, jnp.argmax(action, axis=-1), step_key)
+            if not env.continuous_actions:
+                action = jnp.argmax(action, axis=-1)
+            stepped = env.step(inner.task, inner.env_state, action, step_key)
             info = dict(state.info, truncation=stepped.truncated.astype(jnp.float32), rng=rng)
             return state.replace(
                 pipeline_state=FlatState(task=inner.task, env_state=stepped, time=stepped.time),
@@ -106,7 +110,7 @@ def to_brax(env: TaskEnv):
 
         @property
         def action_size(self):
-            return env.num_actions
+            return env.action_size
 
         @property
         def backend(self):

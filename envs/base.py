@@ -61,15 +61,32 @@ class AutoResetStep:
 class TaskEnv(abc.ABC):
     """A distribution of tasks over one environment, in pure JAX.
 
-    Subclasses set `observation_size`, `num_actions` and `episode_length`, and implement
+    Subclasses set `observation_size`, `action_size` and `episode_length`, and implement
     `sample_task`, `_reset` and `_transition`. Everything is a pure function of its arguments, so it
     jits and vmaps over tasks, env copies and keys.
+
+    Attributes:
+      action_size: number of discrete actions, or the dimension of a continuous action.
+      continuous_actions: actions are float vectors in [-1, 1]^action_size (else integers).
+      subpolicy_observation_size: the sub-policies see only the first this-many observation entries
+        (e.g. the ant's body state without its position), the master sees all of them; by default
+        everyone sees everything.
     """
 
     name: str
     observation_size: int
-    num_actions: int
+    action_size: int
+    continuous_actions: bool = False
     episode_length: int
+
+    @property
+    def subpolicy_observation_size(self) -> int:
+        return self.observation_size
+
+    def subpolicy_view(self, obs: jax.Array) -> jax.Array:
+        """The part [..., subpolicy_observation_size] of observations [..., observation_size] that
+        sub-policies see."""
+        return obs[..., : self.subpolicy_observation_size]
 
     @abc.abstractmethod
     def sample_task(self, key: jax.Array) -> Task:

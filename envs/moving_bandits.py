@@ -43,7 +43,7 @@ class MovingBandits(TaskEnv):
 
     name = "moving_bandits"
     observation_size = 6
-    num_actions = 5
+    action_size = 5
 
     def __init__(self, episode_length: int = 50):
         if episode_length < 1:

@@ -96,6 +96,8 @@ class MLSHConfig:
       seed: PRNG seed.
       checkpoint_every: save a checkpoint every this many updates (and at the end); 0 = only at the end.
       keep_checkpoints: how many of the newest checkpoints to keep.
+      train_subpolicies: False freezes the sub-policies (transfer: only masters learn; then
+        joint_updates may be 0 and a lifetime is W updates).
     """
 
     env: str = "moving_bandits"
@@ -117,6 +119,7 @@ class MLSHConfig:
     seed: int = 0
     checkpoint_every: int = 50
     keep_checkpoints: int = 3
+    train_subpolicies: bool = True
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property
@@ -182,7 +185,7 @@ class MLSHConfig:
         _require(self.warmup_updates >= 0, "warmup_updates", self.warmup_updates, "an integer >= 0")
         _require(self.joint_updates >= 0, "joint_updates", self.joint_updates, "an integer >= 0")
         _require(self.lifetime >= 1, "warmup_updates + joint_updates", self.lifetime, "an integer >= 1")
-        if self.hierarchical:
+        if self.hierarchical and self.train_subpolicies:
             _require(self.joint_updates >= 1, "joint_updates", self.joint_updates,
                      "an integer >= 1 (with 0 the sub-policies are never trained)")
         _require(self.num_slots >= 1, "num_slots", self.num_slots, "an integer >= 1")
@@ -201,7 +204,8 @@ class MLSHConfig:
         _require(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, "an integer >= 0")
         _require(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, "an integer >= 1")
         self.master.validate("master", self.master_batch_size)
-        self.sub.validate("sub", self.joint_slot_capacity * self.steps_per_slot)
+        if self.train_subpolicies:
+            self.sub.validate("sub", self.joint_slot_capacity * self.steps_per_slot)
         return self
 
     # ---- serialisation ---------------------------------------------------------------------------

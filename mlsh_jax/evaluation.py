@@ -1,4 +1,5 @@
-"""Running learned policies outside training: one sub-policy alone, or the hierarchy, on given tasks."""
+"""Running learned policies outside training: one sub-policy alone, or masters with the sub-policies,
+on given tasks."""
 
 from __future__ import annotations
 
@@ -32,11 +33,56 @@ def run_subpolicy(
 
     def step(env_state, step_key):
         action_key, env_key = jax.random.split(step_key)
-        obs = trainer.normalize(state.obs_stats, env_state.obs)
-        logits = trainer.sub_model.apply(params, obs, method=ActorCritic.logits)
-        action = jnp.argmax(logits, -1) if greedy else jax.random.categorical(action_key, logits)
+        obs = env.subpolicy_view(trainer.normalize(state.obs_stats, env_state.obs))
+        distribution = trainer.sub_model.distribution
+        dist_params = trainer.sub_model.apply(params, obs, method=ActorCritic.dist_params)
+        action = distribution.mode(dist_params) if greedy else distribution.sample(action_key, dist_params)
         next_state = jax.vmap(env.step)(tasks, env_state, action, jax.random.split(env_key, num_tasks))
         return next_state, next_state
 
     _, trajectory = jax.lax.scan(step, start, jax.random.split(run_key, env.episode_length))
     return jax.tree.map(lambda s, t: jnp.concatenate([s[None], t]), start, trajectory)
+
+
+def run_hierarchy(
+    trainer: Trainer, state: TrainState, master_params, tasks: Any, key: jax.Array, greedy: bool = False
+) -> tuple[EnvState, jax.Array]:
+    """Runs masters with the sub-policies for one episode per task (no random master actions).
+
+    Args:
+      master_params: one master per task, leading axis [n] (e.g. the trained slots' own masters).
+      tasks: tasks with leading axis [n].
+      greedy: most likely master choices and actions instead of samples.
+
+    Returns:
+      (EnvState trajectory [episode_length + 1, n] (index 0 is the reset state),
+       active sub-policy [episode_length, n] int32).
+    """
+    env, cfg = trainer.env, trainer.config
+    master, sub = trainer.master_model, trainer.sub_model
+    num_tasks = jax.tree.leaves(tasks)[0].shape[0]
+    reset_key, run_key = jax.random.split(key)
+    start = jax.vmap(env.reset)(tasks, jax.random.split(reset_key, num_tasks))
+
+    def pick(distribution, params, pick_key):
+        return distribution.mode(params) if greedy else distribution.sample(pick_key, params)
+
+    def step(carry, inputs):
+        env_state, sub_index = carry
+        t, step_key = inputs
+        master_key, action_key, env_key = jax.random.split(step_key, 3)
+        obs = trainer.normalize(state.obs_stats, env_state.obs)
+        master_out = jax.vmap(lambda p, o: master.apply(p, o, method=ActorCritic.dist_params))(master_params, obs)
+        sub_index = jnp.where(t % cfg.macro_duration == 0, pick(master.distribution, master_out, master_key),
+                              sub_index)
+        all_params = jax.vmap(lambda p: sub.apply(p, env.subpolicy_view(obs), method=ActorCritic.dist_params))(
+            state.subs.params)
+        dist_params = jnp.take_along_axis(all_params, sub_index[None, :, None], axis=0)[0]
+        action = pick(sub.distribution, dist_params, action_key)
+        next_state = jax.vmap(env.step)(tasks, env_state, action, jax.random.split(env_key, num_tasks))
+        return (next_state, sub_index), (next_state, sub_index)
+
+    steps = jnp.arange(env.episode_length)
+    carry = (start, jnp.zeros((num_tasks,), jnp.int32))
+    _, (trajectory, active) = jax.lax.scan(step, carry, (steps, jax.random.split(run_key, env.episode_length)))
+    return jax.tree.map(lambda s, t: jnp.concatenate([s[None], t]), start, trajectory), active

@@ -64,9 +64,10 @@ class LoadedRun:
         sub_index = jnp.broadcast_to(jnp.asarray(sub_index, jnp.int32), obs.shape[:-1])
         if jnp.any((sub_index < 0) | (sub_index >= self.config.num_subpolicies)):
             raise ValueError(f"sub_index must be in [0, {self.config.num_subpolicies}), got {sub_index}")
-        logits_of = lambda params: self.trainer.sub_model.apply(params, normalized, method=ActorCritic.logits)
-        all_logits = jax.vmap(logits_of)(self.state.subs.params)          # [K, ..., A]
-        logits = jnp.take_along_axis(all_logits, sub_index[None, ..., None], axis=0)[0]
+        sub_obs = self.trainer.env.subpolicy_view(normalized)
+        params_of = lambda params: self.trainer.sub_model.apply(params, sub_obs, method=ActorCritic.dist_params)
+        all_params = jax.vmap(params_of)(self.state.subs.params)          # [K, ..., P]
+        dist_params = jnp.take_along_axis(all_params, sub_index[None, ..., None], axis=0)[0]
         master_choice, master_key = None, None
         if key is not None:
             key, master_key = jax.random.split(key)
@@ -74,13 +75,15 @@ class LoadedRun:
             if not 0 <= slot < self.config.num_slots:
                 raise ValueError(f"slot must be in [0, {self.config.num_slots}), got {slot}")
             master_params = jax.tree.map(lambda x: x[slot], self.state.slots.master.params)
-            master_logits = self.trainer.master_model.apply(master_params, normalized, method=ActorCritic.logits)
-            master_choice = _pick(master_logits, master_key)
-        return PolicyOutput(action=_pick(logits, key), master_choice=master_choice)
+            master = self.trainer.master_model
+            master_logits = master.apply(master_params, normalized, method=ActorCritic.dist_params)
+            master_choice = _pick(master.distribution, master_logits, master_key)
+        return PolicyOutput(action=_pick(self.trainer.sub_model.distribution, dist_params, key),
+                            master_choice=master_choice)
 
 
-def _pick(logits: jax.Array, key: jax.Array | None) -> jax.Array:
-    return jnp.argmax(logits, -1) if key is None else jax.random.categorical(key, logits)
+def _pick(distribution, dist_params: jax.Array, key: jax.Array | None) -> jax.Array:
+    return distribution.mode(dist_params) if key is None else distribution.sample(key, dist_params)
 
 
 def load_config(run_dir: str | pathlib.Path) -> MLSHConfig:

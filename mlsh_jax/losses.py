@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mlsh_jax.networks import entropy, log_prob
+from mlsh_jax.networks import ActionDistribution
 
 
 def compute_gae(
@@ -57,7 +57,7 @@ class PPOBatch:
 
     Attributes:
       obs: normalised observations [..., obs_size].
-      actions: actions taken [...], int32.
+      actions: actions taken, [...] int32 (discrete) or [..., action_size] float (continuous).
       log_probs: log-probability of the action when it was taken [...].
       values: value prediction when the sample was collected [...].
       advantages: GAE advantages [...].
@@ -82,6 +82,7 @@ def ppo_loss(
     weights: jax.Array,
     *,
     apply_fn: Callable,
+    distribution: ActionDistribution,
     clip_eps: float,
     value_clip: float,
     entropy_coef: float,
@@ -91,14 +92,14 @@ def ppo_loss(
 
     A sample of weight 0 contributes nothing (a sub-policy is trained only on the steps where it was
     active); advantages are normalised over the weighted samples. `apply_fn(params, obs)` returns
-    `(logits, values)`.
+    `(distribution parameters, values)` for `distribution` (categorical or Gaussian).
 
     Returns:
       (scalar loss, metrics dict of scalars: loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction).
     """
     weights = weights.astype(jnp.float32)
-    logits, values = apply_fn(params, batch.obs)
-    new_log_probs = log_prob(logits, batch.actions)
+    dist_params, values = apply_fn(params, batch.obs)
+    new_log_probs = distribution.log_prob(dist_params, batch.actions)
 
     adv_mean = _weighted_mean(batch.advantages, weights)
     adv_std = jnp.sqrt(_weighted_mean(jnp.square(batch.advantages - adv_mean), weights))
@@ -115,7 +116,7 @@ def ppo_loss(
         value_error = jnp.maximum(value_error, jnp.square(clipped_values - batch.returns))
     value_loss = 0.5 * _weighted_mean(value_error, weights)
 
-    mean_entropy = _weighted_mean(entropy(logits), weights)
+    mean_entropy = _weighted_mean(distribution.entropy(dist_params), weights)
     loss = policy_loss + value_coef * value_loss - entropy_coef * mean_entropy
     metrics = {
         "loss": loss,

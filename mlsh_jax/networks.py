@@ -1,12 +1,93 @@
-"""Policy and value networks: separate tanh MLPs, categorical policy over discrete actions."""
+"""Policy and value networks: separate tanh MLPs, and the two action distributions they drive.
+
+A policy network outputs *distribution parameters* `[..., distribution.param_size]`: logits for a
+categorical distribution over discrete actions (the master always; the sub-policies on discrete
+envs), or the mean and log standard deviation of a diagonal Gaussian over continuous actions (the
+sub-policies on Brax envs; the log std is a learned, state-independent parameter as in PPO's
+MuJoCo setting). Everything else (PPO loss, rollout, evaluation) goes through the distribution's
+`sample`, `log_prob`, `entropy` and `mode`, so the same code serves both kinds of action.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Categorical:
+    """Categorical distribution over `num_actions` discrete actions; parameters are logits [..., A]."""
+
+    num_actions: int
+
+    @property
+    def param_size(self) -> int:
+        return self.num_actions
+
+    def sample(self, key: jax.Array, params: jax.Array) -> jax.Array:
+        """Integer actions [...] drawn from logits [..., A]."""
+        return jax.random.categorical(key, params).astype(jnp.int32)
+
+    def mode(self, params: jax.Array) -> jax.Array:
+        """Most likely action [...]."""
+        return jnp.argmax(params, axis=-1).astype(jnp.int32)
+
+    def log_prob(self, params: jax.Array, action: jax.Array) -> jax.Array:
+        """Log-probability [...] of integer `action` [...]."""
+        log_p = jax.nn.log_softmax(params)
+        return jnp.take_along_axis(log_p, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+    def entropy(self, params: jax.Array) -> jax.Array:
+        """Entropy [...]."""
+        log_p = jax.nn.log_softmax(params)
+        return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagGaussian:
+    """Diagonal Gaussian over `action_size` continuous actions; parameters are (mean, log std)
+    concatenated, [..., 2 * action_size]. Samples are not squashed: the env clips them to its range."""
+
+    action_size: int
+
+    @property
+    def param_size(self) -> int:
+        return 2 * self.action_size
+
+    def _split(self, params: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return params[..., : self.action_size], params[..., self.action_size:]
+
+    def sample(self, key: jax.Array, params: jax.Array) -> jax.Array:
+        """Actions [..., action_size]."""
+        mean, log_std = self._split(params)
+        return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+
+    def mode(self, params: jax.Array) -> jax.Array:
+        """The mean action [..., action_size]."""
+        return self._split(params)[0]
+
+    def log_prob(self, params: jax.Array, action: jax.Array) -> jax.Array:
+        """Log-density [...] of `action` [..., action_size]."""
+        mean, log_std = self._split(params)
+        z = (action - mean) * jnp.exp(-log_std)
+        return jnp.sum(-0.5 * jnp.square(z) - log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+
+    def entropy(self, params: jax.Array) -> jax.Array:
+        """Entropy [...]."""
+        _, log_std = self._split(params)
+        return jnp.sum(log_std + 0.5 * (1.0 + jnp.log(2 * jnp.pi)), axis=-1)
+
+
+ActionDistribution = Categorical | DiagGaussian
+
+
+def action_distribution(action_size: int, continuous: bool) -> ActionDistribution:
+    """The distribution for an env's actions (`env.action_size`, `env.continuous_actions`)."""
+    return DiagGaussian(action_size) if continuous else Categorical(action_size)
 
 
 class MLP(nn.Module):
@@ -24,38 +105,36 @@ class MLP(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """A categorical policy and a state-value function with no shared layers.
+    """A policy and a state-value function with no shared layers.
 
-    `__call__(obs [..., obs_size])` returns `(logits [..., num_actions], value [...])`.
+    `__call__(obs [..., obs_size])` returns `(distribution parameters [..., distribution.param_size],
+    value [...])`. For a Gaussian policy the log std starts at `initial_log_std` for every action.
     """
 
-    num_actions: int
+    distribution: ActionDistribution
     hidden_sizes: Sequence[int] = (64, 64)
+    initial_log_std: float = -0.5
 
     def setup(self):
-        # A small last policy layer starts the policy near uniform.
-        self.policy = MLP(self.hidden_sizes, self.num_actions, output_scale=0.01)
+        # A small last policy layer starts the policy near uniform (or near zero mean).
+        if isinstance(self.distribution, DiagGaussian):
+            size = self.distribution.action_size
+            self.policy = MLP(self.hidden_sizes, size, output_scale=0.01)
+            self.log_std = self.param("log_std", nn.initializers.constant(self.initial_log_std), (size,))
+        else:
+            self.policy = MLP(self.hidden_sizes, self.distribution.param_size, output_scale=0.01)
         self.value = MLP(self.hidden_sizes, 1, output_scale=1.0)
 
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return self.policy(obs), self.value(obs)[..., 0]
+        return self.dist_params(obs), self.state_value(obs)
 
-    def logits(self, obs: jax.Array) -> jax.Array:
-        """Policy logits [..., num_actions] alone (no value network evaluated)."""
-        return self.policy(obs)
+    def dist_params(self, obs: jax.Array) -> jax.Array:
+        """Distribution parameters [..., param_size] alone (no value network evaluated)."""
+        out = self.policy(obs)
+        if isinstance(self.distribution, DiagGaussian):
+            out = jnp.concatenate([out, jnp.broadcast_to(self.log_std, out.shape)], axis=-1)
+        return out
 
     def state_value(self, obs: jax.Array) -> jax.Array:
         """State value [...] alone (no policy network evaluated)."""
         return self.value(obs)[..., 0]
-
-
-def log_prob(logits: jax.Array, action: jax.Array) -> jax.Array:
-    """Log-probability of integer `action` [...] under categorical `logits` [..., A]."""
-    log_p = jax.nn.log_softmax(logits)
-    return jnp.take_along_axis(log_p, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
-
-
-def entropy(logits: jax.Array) -> jax.Array:
-    """Entropy [...] of categorical `logits` [..., A]."""
-    log_p = jax.nn.log_softmax(logits)
-    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)

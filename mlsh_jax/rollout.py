@@ -15,7 +15,7 @@ from flax import struct
 
 from envs.base import EnvState, TaskEnv, auto_reset_step
 from mlsh_jax.config import MLSHConfig
-from mlsh_jax.networks import ActorCritic, log_prob
+from mlsh_jax.networks import ActorCritic
 
 
 @struct.dataclass
@@ -85,22 +85,23 @@ def choose_subpolicies(
     exploration). Returns (sub-policy index [E] int32, its log-probability under the master [E]).
     """
     sample_key, explore_key, uniform_key = jax.random.split(key, 3)
-    logits = master_model.apply(master_params, obs, method=ActorCritic.logits)
-    choice = jax.random.categorical(sample_key, logits)
+    logits = master_model.apply(master_params, obs, method=ActorCritic.dist_params)
+    choice = master_model.distribution.sample(sample_key, logits)
     explore = jax.random.uniform(explore_key, choice.shape) < random_prob
     uniform = jax.random.randint(uniform_key, choice.shape, 0, logits.shape[-1])
     choice = jnp.where(explore, uniform, choice).astype(jnp.int32)
-    return choice, log_prob(logits, choice)
+    return choice, master_model.distribution.log_prob(logits, choice)
 
 
-def subpolicy_logits(sub_model: ActorCritic, sub_params, obs: jax.Array, sub_index: jax.Array) -> jax.Array:
-    """Logits [E, A] of the active sub-policy `sub_index` [E] for observations [E, obs].
+def subpolicy_dist_params(sub_model: ActorCritic, sub_params, obs: jax.Array, sub_index: jax.Array) -> jax.Array:
+    """Distribution parameters [E, P] of the active sub-policy `sub_index` [E] for the sub-policies'
+    observations [E, obs].
 
     `sub_params` is a stack with leading axis K; all K are evaluated (K is small) and the active
     one is selected, which keeps the computation dense.
     """
-    all_logits = jax.vmap(lambda p: sub_model.apply(p, obs, method=ActorCritic.logits))(sub_params)
-    return jnp.take_along_axis(all_logits, sub_index[None, :, None], axis=0)[0]
+    all_params = jax.vmap(lambda p: sub_model.apply(p, obs, method=ActorCritic.dist_params))(sub_params)
+    return jnp.take_along_axis(all_params, sub_index[None, :, None], axis=0)[0]
 
 
 def slot_rollout(
@@ -135,14 +136,14 @@ def slot_rollout(
         envs, sub_index, macro = carry
         action_key, env_key = jax.random.split(step_key)
         obs = envs.state.obs
-        logits = subpolicy_logits(sub_model, sub_params, normalize(obs), sub_index)
-        action = jax.random.categorical(action_key, logits).astype(jnp.int32)
+        dist_params = subpolicy_dist_params(sub_model, sub_params, env.subpolicy_view(normalize(obs)), sub_index)
+        action = sub_model.distribution.sample(action_key, dist_params)
         out = env_step(env, task, envs.state, action, jax.random.split(env_key, num_envs))
         done = out.terminated | out.truncated
         episode_return = envs.episode_return + out.reward
         record = Transition(
             obs=obs, final_obs=out.final_obs, action=action,
-            log_prob=log_prob(logits, action), reward=out.reward,
+            log_prob=sub_model.distribution.log_prob(dist_params, action), reward=out.reward,
             terminated=out.terminated, truncated=out.truncated,
         )
         ended = (jnp.sum(jnp.where(done, episode_return, 0.0)), jnp.sum(done).astype(jnp.float32))

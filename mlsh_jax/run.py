@@ -124,6 +124,7 @@ def train(
     description: str | None = None,
     tensorboard: bool = True,
     on_metrics: Callable[[dict[str, float]], None] | None = None,
+    prepare_state: Callable[[TrainState], TrainState] | None = None,
 ) -> RunResult:
     """Trains `config` for `config.num_updates` updates and writes the run contract into `out_dir`.
 
@@ -137,6 +138,8 @@ def train(
       progress, description: progress bar and its label.
       tensorboard: also write TensorBoard event files.
       on_metrics: called with every new metrics row.
+      prepare_state: applied to the initial state of a new run (e.g. to put transferred
+        sub-policies in); a resumed run continues from its checkpoint, which already holds them.
 
     Raises:
       RunDirectoryError, resume.ResumeError, checkpoint.CheckpointError: before anything is
@@ -166,6 +169,8 @@ def train(
             write_json(out / CONFIG_FILE, config.to_dict())
         distributed.barrier("mlsh_jax.train.run_dir_created")
         state = trainer.init(jax.random.PRNGKey(config.seed))
+        if prepare_state is not None:
+            state = prepare_state(state)
 
     log = MetricsLog(out, config, PROCESS_START, previous_rows=previous_rows, progress=progress and main,
                      description=description, tensorboard=tensorboard, on_metrics=on_metrics, write_files=main)

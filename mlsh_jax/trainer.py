@@ -29,7 +29,7 @@ from mlsh_jax.config import MLSHConfig
 from mlsh_jax.distributed import (check_slots_divide, replicated, sample_sharded, slot_mesh, state_shardings,
                                   with_shardings)
 from mlsh_jax.losses import PPOBatch, compute_gae, ppo_loss
-from mlsh_jax.networks import ActorCritic
+from mlsh_jax.networks import ActorCritic, Categorical, action_distribution
 from mlsh_jax.ppo import Learner, make_optimizer, ppo_update
 from mlsh_jax.rollout import SlotEnvs, Transition, reset_slot_envs, slot_rollout
 
@@ -117,8 +117,9 @@ class Trainer:
                              f"episode_length={config.episode_length}")
         self.config = config.validate()
         self.env = env
-        self.master_model = ActorCritic(config.num_subpolicies, tuple(config.hidden_sizes))
-        self.sub_model = ActorCritic(self.env.num_actions, tuple(config.hidden_sizes))
+        self.master_model = ActorCritic(Categorical(config.num_subpolicies), tuple(config.hidden_sizes))
+        self.sub_model = ActorCritic(action_distribution(self.env.action_size, self.env.continuous_actions),
+                                     tuple(config.hidden_sizes))
         self.master_optimizer = make_optimizer(config.master)
         self.sub_optimizer = _stacked(make_optimizer(config.sub))
         # Task slots are split over every device (of every process); the rest is replicated.
@@ -140,9 +141,8 @@ class Trainer:
         at staggered phases of a first lifetime."""
         cfg = self.config
         sub_key, slot_key, key = jax.random.split(key, 3)
-        dummy_obs = jnp.zeros((self.env.observation_size,))
         sub_params = jax.vmap(self.sub_model.init, in_axes=(0, None))(
-            jax.random.split(sub_key, cfg.num_subpolicies), dummy_obs
+            jax.random.split(sub_key, cfg.num_subpolicies), jnp.zeros((self.env.subpolicy_observation_size,))
         )
         master, task, envs = jax.vmap(self.new_lifetime)(jax.random.split(slot_key, cfg.num_slots))
         slots = Slots(master=master, task=task, envs=envs,
@@ -202,9 +202,12 @@ class Trainer:
             health["master_params"] = _all_finite(master.params, num_axes=1)
             metrics["master"] = jax.tree.map(jnp.mean, master_metrics)
         sub_index = jnp.repeat(macros.action, cfg.macro_duration, axis=1)  # [B, T, E]
-        subs, metrics["sub"] = self._update_subpolicies(
-            state.subs, steps, sub_index, in_joint_phase, normalize, sub_key)
-        health["sub_loss"] = _all_finite({k: v for k, v in metrics["sub"].items() if k != "trained"}, num_axes=1)
+        subs = state.subs
+        if cfg.train_subpolicies:
+            subs, metrics["sub"] = self._update_subpolicies(
+                state.subs, steps, sub_index, in_joint_phase, normalize, sub_key)
+            health["sub_loss"] = _all_finite({k: v for k, v in metrics["sub"].items() if k != "trained"},
+                                             num_axes=1)
         health["sub_params"] = _all_finite(subs.params, num_axes=1)
         obs_stats = running_statistics.update(state.obs_stats, steps.obs)
         health["obs_stats"] = _all_finite(obs_stats, num_axes=0)
@@ -267,9 +270,10 @@ class Trainer:
         else:
             valid = jnp.ones((capacity,), bool)
 
-        obs = normalize(steps.obs)
+        sub_view = lambda raw: self.env.subpolicy_view(normalize(raw))
+        obs = sub_view(steps.obs)
         values = self._active_values(subs.params, obs, sub_index)
-        next_values = self._active_values(subs.params, normalize(steps.final_obs), sub_index)
+        next_values = self._active_values(subs.params, sub_view(steps.final_obs), sub_index)
         advantages, returns = jax.vmap(
             functools.partial(compute_gae, discount=cfg.sub.discount, gae_lambda=cfg.sub.gae_lambda)
         )(steps.reward, values, next_values, steps.terminated, steps.truncated)
@@ -305,7 +309,7 @@ class Trainer:
     def _loss_fn(model: ActorCritic, ppo):
         """`(params, batch, weights) -> (loss, metrics)` for one learner with `model`."""
         return functools.partial(
-            ppo_loss, apply_fn=model.apply, clip_eps=ppo.clip_eps, value_clip=ppo.value_clip,
+            ppo_loss, apply_fn=model.apply, distribution=model.distribution, clip_eps=ppo.clip_eps, value_clip=ppo.value_clip,
             entropy_coef=ppo.entropy_coef, value_coef=ppo.value_coef,
         )
 

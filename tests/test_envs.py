@@ -21,7 +21,7 @@ def random_episodes(env, key, num_tasks):
 
     def step(states, key):
         action_key, env_key = jax.random.split(key)
-        actions = jax.random.randint(action_key, (num_tasks,), 0, env.num_actions)
+        actions = jax.random.randint(action_key, (num_tasks,), 0, env.action_size)
         states = jax.vmap(env.step)(tasks, states, actions, jax.random.split(env_key, num_tasks))
         return states, states
 

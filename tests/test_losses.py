@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlsh_jax.losses import PPOBatch, compute_gae, ppo_loss
-from mlsh_jax.networks import ActorCritic
+from mlsh_jax.networks import ActorCritic, Categorical
 
 
 def reference_gae(rewards, values, next_values, terminated, truncated, gamma, lam):
@@ -61,7 +61,7 @@ def test_gae_does_not_leak_across_episode_boundary():
 
 
 def _batch_and_params(n=16, seed=0):
-    model = ActorCritic(num_actions=3, hidden_sizes=(8,))
+    model = ActorCritic(Categorical(3), hidden_sizes=(8,))
     key = jax.random.PRNGKey(seed)
     obs = jax.random.normal(key, (n, 4))
     params = model.init(key, obs)
@@ -74,7 +74,7 @@ def _batch_and_params(n=16, seed=0):
     return model, params, batch
 
 
-LOSS_KW = dict(clip_eps=0.2, value_clip=0.2, entropy_coef=0.0, value_coef=1.0)
+LOSS_KW = dict(distribution=Categorical(3), clip_eps=0.2, value_clip=0.2, entropy_coef=0.0, value_coef=1.0)
 
 
 def test_ppo_loss_at_collection_params_has_unit_ratio():

@@ -26,7 +26,7 @@ class ProbeEnv(TaskEnv):
 
     name = "probe"
     observation_size = 1
-    num_actions = 2
+    action_size = 2
     episode_length = 1
 
     def sample_task(self, key):

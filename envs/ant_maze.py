@@ -1,0 +1,150 @@
+"""Ant mazes (the original code's AntObstaclesGen, with every layout really used): one compiled
+program for nine layouts, the layout being part of the task.
+
+Arena x in [0, 48], y in [-24, 24], closed by four walls. A 3x3 grid of 16x16 blocks (centres x in
+{8, 24, 40}, y in {16, 0, -16}; they tile the arena, so no slit between blocks lets the body through)
+of which each layout removes some, leaving a corridor from the start (2, 0) to the layout's goal:
+
+    layout  rows y=16 / 0 / -16   goal          layout  rows y=16 / 0 / -16   goal
+    0       .## .## ###           (8, 24)       5       ##. ... ###           (40, 24)
+    1       ### .## .##           (8, -24)      6       ### ... ##.           (40, -24)
+    2       #.# ..# ###           (24, 24)      7       ..# .## ###           (32, 16)
+    3       ### ..# #.#           (24, -24)     8       ### .## ..#           (32, -16)
+    4       ### ... ###           (48, 0)
+
+Task-dependent geometry goes through the physics system pytree (as Brax's domain randomisation
+does): the model holds 7 block walls (the most any layout has) and 4 arena walls; a layout moves its
+blocks to their cells and parks the unused ones under the floor (`geom_pos` per task). Reward:
+velocity toward the goal minus 0.1 |a|^2. Success: the torso within `SUCCESS_RADIUS` of the goal.
+Layouts 7 and 8 are held out (never drawn for training; `split="heldout"` draws only them).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from envs.ant import AntTaskEnv, Box, parked_geom_positions
+
+LAYOUTS = (
+    (".## .## ###", (8.0, 24.0)),
+    ("### .## .##", (8.0, -24.0)),
+    ("#.# ..# ###", (24.0, 24.0)),
+    ("### ..# #.#", (24.0, -24.0)),
+    ("### ... ###", (48.0, 0.0)),
+    ("##. ... ###", (40.0, 24.0)),
+    ("### ... ##.", (40.0, -24.0)),
+    ("..# .## ###", (32.0, 16.0)),
+    ("### .## ..#", (32.0, -16.0)),
+)
+CELL_X = (8.0, 24.0, 40.0)
+CELL_Y = (16.0, 0.0, -16.0)
+CELL_HALF = 8.0
+ARENA = (0.0, 48.0, -24.0, 24.0)  # x min, x max, y min, y max
+START = (2.0, 0.0)
+SUCCESS_RADIUS = 4.0
+CONTROL_COST = 0.1
+HELDOUT_LAYOUTS = (7, 8)
+SPLITS = {
+    "train": tuple(i for i in range(len(LAYOUTS)) if i not in HELDOUT_LAYOUTS),
+    "heldout": HELDOUT_LAYOUTS,
+    "all": tuple(range(len(LAYOUTS))),
+}
+
+
+def layout_blocks(layout: int) -> list[Box]:
+    """The blocks present in `layout`, as boxes."""
+    rows = LAYOUTS[layout][0].split()
+    return [Box(x, y, CELL_HALF, CELL_HALF) for row, y in zip(rows, CELL_Y)
+            for cell, x in zip(row, CELL_X) if cell == "#"]
+
+
+MAX_BLOCKS = max(len(layout_blocks(i)) for i in range(len(LAYOUTS)))
+
+
+def arena_walls() -> list[Box]:
+    """The four walls closing the arena, 1 m thick, outside it."""
+    x0, x1, y0, y1 = ARENA
+    cx, cy, hx, hy = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2 + 1, (y1 - y0) / 2 + 1
+    return [Box(x0 - 0.5, cy, 0.5, hy), Box(x1 + 0.5, cy, 0.5, hy),
+            Box(cx, y0 - 0.5, hx, 0.5), Box(cx, y1 + 0.5, hx, 0.5)]
+
+
+@struct.dataclass
+class MazeTask:
+    """`layout`: int32 [] in [0, 9); `goal`: the layout's goal (x, y) [2]."""
+
+    layout: jax.Array
+    goal: jax.Array
+
+
+class AntMaze(AntTaskEnv):
+    """The nine ant mazes as one task distribution.
+
+    Args:
+      split: which layouts `sample_task` draws: "train" (0-6), "heldout" (7, 8) or "all".
+      layouts: an explicit tuple of layout indices instead of a split.
+    """
+
+    name = "ant_maze"
+    start_xy = START
+
+    def __init__(self, episode_length: int = 1000, split: str = "train", layouts: tuple[int, ...] | None = None,
+                 backend: str = "spring"):
+        if layouts is None:
+            if split not in SPLITS:
+                raise ValueError(f"unknown layout split {split!r}; use one of {', '.join(SPLITS)}")
+            layouts = SPLITS[split]
+        bad = [i for i in layouts if not 0 <= int(i) < len(LAYOUTS)]
+        if not layouts or bad:
+            raise ValueError(f"layouts must be a non-empty list of indices in 0..{len(LAYOUTS) - 1}, "
+                             f"got {list(layouts)}")
+        self.layouts = tuple(int(i) for i in layouts)
+        slots = layout_blocks(0) + [Box(0.0, 0.0, CELL_HALF, CELL_HALF)] * (MAX_BLOCKS - len(layout_blocks(0)))
+        super().__init__(episode_length, boxes=slots + arena_walls(), backend=backend)
+        self._geom_pos = jnp.asarray(np.stack([self._layout_geom_pos(i) for i in range(len(LAYOUTS))]))
+        self._goals = jnp.asarray([goal for _, goal in LAYOUTS], jnp.float32)
+
+    def _layout_geom_pos(self, layout: int) -> np.ndarray:
+        """`geom_pos` [ngeom, 3] of `layout`: its blocks in the first block slots, the rest parked."""
+        blocks = layout_blocks(layout)
+        present = [True] * len(blocks) + [False] * (MAX_BLOCKS - len(blocks)) + [True] * len(arena_walls())
+        geom_pos = parked_geom_positions(self.sys, self.boxes, present)
+        first_wall = self.wall_geom_ids[0]
+        for j, block in enumerate(blocks):
+            geom_pos[first_wall + j, :2] = (block.x, block.y)
+        return geom_pos
+
+    @property
+    def wall_geom_ids(self) -> list[int]:
+        """Geom indices of the walls (block slots first, then the arena walls)."""
+        from envs.ant import _geom_names
+
+        names = _geom_names(self.sys)
+        return [names.index(f"wall_{i}") for i in range(len(self.boxes))]
+
+    def sample_task(self, key):
+        layout = jax.random.choice(key, jnp.asarray(self.layouts, jnp.int32))
+        return self.task_for(layout)
+
+    def task_for(self, layout) -> MazeTask:
+        """The task of layout index `layout` (int or int32 [])."""
+        layout = jnp.asarray(layout, jnp.int32)
+        return MazeTask(layout=layout, goal=self._goals[layout])
+
+    def task_system(self, task):
+        return self.sys.replace(geom_pos=self._geom_pos[task.layout])
+
+    def reward(self, task, before, after, action, extra):
+        xy0, xy1 = self.torso_xy(before), self.torso_xy(after)
+        to_goal = task.goal - xy0
+        direction = to_goal / jnp.maximum(jnp.linalg.norm(to_goal), 1e-6)
+        velocity = jnp.dot(xy1 - xy0, direction) / self.dt
+        return velocity - CONTROL_COST * jnp.sum(jnp.square(jnp.clip(action, -1.0, 1.0)))
+
+    @staticmethod
+    def reached_goal(task, pipeline_state) -> jax.Array:
+        """Success: the torso within SUCCESS_RADIUS of the goal, bool [...]."""
+        return jnp.linalg.norm(AntTaskEnv.torso_xy(pipeline_state) - task.goal, axis=-1) < SUCCESS_RADIUS

@@ -1,0 +1,137 @@
+"""What the ant experiments share: the paper's settings, presets, a run-time estimate, and the
+analysis of what each sub-policy does when it runs alone.
+
+Paper settings (MLSH_SPEC.md section 2): 1000-step episodes, N=200, W=20, U=40, D=2000 steps per
+task slot per update (here 10 env copies x 200 steps: one master decision per copy per update).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import jax
+import numpy as np
+
+from mlsh_jax.config import MLSHConfig, PPOConfig
+
+# Env steps per second of MLSH training on ant_maze, measured with `python -m benchmarks.throughput
+# --family ant` (README, "Ant family"): used only to print a run-time estimate before a run starts.
+MEASURED_TRAINING_RATE = {"cpu": 4_000.0, "gpu": 150_000.0, "tpu": 150_000.0}
+
+
+def paper_settings(env: str, num_subpolicies: int, episode_length: int = 1000, **changes) -> MLSHConfig:
+    """The paper's ant settings for `env` with K = `num_subpolicies`, 10 task slots."""
+    config = MLSHConfig(
+        env=env, episode_length=episode_length, num_subpolicies=num_subpolicies, macro_duration=200,
+        warmup_updates=20, joint_updates=40, num_slots=10, steps_per_slot=2000, envs_per_slot=10,
+        num_updates=1000, checkpoint_every=50,
+        master=PPOConfig(learning_rate=0.01, num_minibatches=0, minibatch_size=64),
+        sub=PPOConfig(learning_rate=3e-4, num_minibatches=15),
+    )
+    return dataclasses.replace(config, **changes)
+
+
+def smoke_settings(env: str, num_subpolicies: int, **changes) -> MLSHConfig:
+    """Seconds of training (plus compile): tiny episodes and batches, for tests and CI."""
+    config = dataclasses.replace(
+        paper_settings(env, num_subpolicies, episode_length=40),
+        macro_duration=10, warmup_updates=1, joint_updates=1, num_slots=2, steps_per_slot=40,
+        envs_per_slot=2, num_updates=2, checkpoint_every=1, hidden_sizes=(32, 32),
+        master=PPOConfig(learning_rate=0.01, num_minibatches=2, epochs=2),
+        sub=PPOConfig(learning_rate=3e-4, num_minibatches=2, epochs=2),
+    )
+    return dataclasses.replace(config, **changes)
+
+
+def device_kind() -> str:
+    """'cpu', 'gpu' or 'tpu': the platform of the default device."""
+    return jax.default_backend()
+
+
+def auto_settings(env: str, num_subpolicies: int, cpu_updates: int, **changes) -> MLSHConfig:
+    """The default preset: sized to the devices present. On CPU 16 task slots (about an hour for
+    `cpu_updates` updates on 2 cores); on accelerators 64 slots per device for 1000 updates."""
+    if device_kind() == "cpu":
+        return paper_settings(env, num_subpolicies, num_slots=16, num_updates=cpu_updates, **changes)
+    return paper_settings(env, num_subpolicies, num_slots=64 * jax.device_count(), num_updates=1000, **changes)
+
+
+def run_time_estimate(config: MLSHConfig) -> str:
+    """'about N minutes' for the whole run from the measured training rate of this platform."""
+    rate = MEASURED_TRAINING_RATE.get(device_kind(), MEASURED_TRAINING_RATE["cpu"])
+    if device_kind() != "cpu":
+        rate *= max(1, jax.device_count())
+    minutes = config.num_updates * config.env_steps_per_update / rate / 60
+    return (f"{config.num_updates * config.env_steps_per_update:,} env steps; estimated run time about "
+            f"{math.ceil(minutes)} min at ~{rate:,.0f} steps/s measured on {device_kind()} (plus compile)")
+
+
+def subpolicy_headings(trainer, state, tasks, key) -> dict:
+    """Runs each sub-policy alone for one episode per task (sampled actions) and reports where it
+    takes the ant: mean displacement (dx, dy), its heading in degrees and the mean distance covered,
+    plus the smallest angle between two sub-policies' headings."""
+    from mlsh_jax.evaluation import run_subpolicy
+
+    headings, per_sub = [], []
+    for k in range(trainer.config.num_subpolicies):
+        trajectory = run_subpolicy(trainer, state, k, tasks, jax.random.fold_in(key, k))
+        xy = np.asarray(trajectory.obs[..., -2:])                       # [T + 1, n, 2]
+        displacement = xy[-1] - xy[0]                                   # [n, 2]
+        mean = displacement.mean(axis=0)
+        heading = float(np.degrees(np.arctan2(mean[1], mean[0])))
+        headings.append(heading)
+        per_sub.append({"mean_displacement": mean.round(3).tolist(), "heading_deg": round(heading, 1),
+                        "mean_distance": float(np.linalg.norm(displacement, axis=-1).mean())})
+    gaps = [abs((a - b + 180) % 360 - 180) for i, a in enumerate(headings) for b in headings[i + 1:]]
+    return {"subpolicies": per_sub, "min_angle_between_deg": round(min(gaps), 1) if gaps else None}
+
+
+def shared_baseline(config: MLSHConfig) -> MLSHConfig:
+    """The shared-policy baseline on the same data budget: one flat policy, every slot trains it."""
+    return dataclasses.replace(config, algorithm="shared", num_subpolicies=1)
+
+
+def run_experiment(module: str, title: str, presets: dict, argv, analyse, default_preset: str = "auto") -> dict:
+    """Command line of an ant experiment: MLSH (then, unless --no-baseline, the shared-policy
+    baseline on the same budget into OUT/baseline_shared), then `analyse(result, out) -> dict` on
+    the MLSH run; writes summary.json and learning_curve.png.
+    """
+    from experiments import common, plots
+    from mlsh_jax.distributed import is_main_process
+    from mlsh_jax.files import write_json
+
+    parser = common.base_parser(title, presets, default_preset=default_preset)
+    parser.add_argument("--no-baseline", action="store_true", help="skip the shared-policy baseline")
+    args = parser.parse_args(argv)
+    try:
+        config, out = common.resolve_run(module.split(".")[-1], args, presets)
+        baseline_out = out / "baseline_shared"
+        resume_baseline = args.resume and common.can_resume(baseline_out)
+        if resume_baseline:
+            common.find_resume_point(baseline_out, shared_baseline(config))
+    except common.INPUT_ERRORS as error:
+        common.exit_with_usage_error(str(error))
+
+    print(f"{title}: {config.num_slots} task slots x {config.num_updates} updates, {run_time_estimate(config)}"
+          f"{'' if args.no_baseline else ', then the shared-policy baseline on the same budget'} -> {out}",
+          flush=True)
+    mlsh = common.train_or_exit(module, config, out, resume=args.resume, progress=not args.no_progress,
+                                description="MLSH")
+    summary = dict(mlsh.summary, **analyse(mlsh, out))
+    curves = {"MLSH": mlsh.rows}
+    if not args.no_baseline:
+        shared = common.train_or_exit(module, shared_baseline(config), baseline_out, resume=resume_baseline,
+                                      progress=not args.no_progress, description="shared policy")
+        curves["shared policy"] = shared.rows
+        summary["baseline_shared"] = {k: shared.summary[k] for k in ("mean_return", "mean_return_post_warmup",
+                                                                     "wall_s")}
+    if is_main_process():
+        write_json(out / "summary.json", summary)
+        plots.plot_learning_curves(curves, out / "learning_curve.png", title=f"{title} ({config.num_slots} task slots)",
+                                   smooth=5)
+        print(json.dumps({k: summary[k] for k in ("mean_return", "mean_return_post_warmup", "wall_s")}
+                         | {k: summary[k] for k in ("baseline_shared", "subpolicy_headings", "success")
+                            if k in summary}))
+    return summary

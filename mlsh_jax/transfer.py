@@ -1,0 +1,113 @@
+"""Transferring a finished run's sub-policies into a new run (master-only training on a new task).
+
+`load_subpolicies(run_dir, trainer)` checks, before anything is compiled for the new run, that the
+source run is finished and that its sub-policies fit the new trainer (sub-policy observation size,
+action size and kind, network sizes); `with_subpolicies(state, transferred)` then puts them into a
+fresh `TrainState`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+from brax.training.acme import running_statistics
+from flax import struct
+
+from envs import env_class
+from mlsh_jax import checkpoint
+from mlsh_jax.loading import RunLoadError, load_config
+from mlsh_jax.trainer import Trainer, TrainState
+
+
+class TransferError(ValueError):
+    """The source run cannot provide sub-policies for this run; the message says why."""
+
+
+@struct.dataclass
+class TransferredSubpolicies:
+    """Sub-policy parameters (stacked [K]) and the source run's observation statistics."""
+
+    params: dict
+    obs_stats: running_statistics.RunningStatisticsState
+
+
+def check_compatible(run_dir: str | pathlib.Path, trainer: Trainer):
+    """Reads only the source run's config; raises TransferError if its sub-policies cannot serve
+    `trainer` (or the run is unfinished). Returns the source configuration."""
+    run = pathlib.Path(run_dir)
+    try:
+        source = load_config(run)
+    except RunLoadError as error:
+        raise TransferError(f"--subs-from {run}: {error}") from None
+    source_env = env_class(source.env)
+    target = trainer.env
+    problems = []
+    if source.algorithm != "mlsh":
+        problems.append(f"it trained a {source.algorithm!r} policy, not MLSH sub-policies")
+    if getattr(source_env, "continuous_actions", False) != target.continuous_actions:
+        problems.append("its actions are of another kind (discrete vs continuous)")
+    if source_env.action_size != target.action_size:
+        problems.append(f"its action size is {source_env.action_size}, this env needs {target.action_size}")
+    source_obs = _subpolicy_observation_size(source_env)
+    if source_obs != target.subpolicy_observation_size:
+        problems.append(f"its sub-policies see {source_obs} observation entries, this env gives them "
+                        f"{target.subpolicy_observation_size}")
+    if source_env.observation_size != target.observation_size:
+        problems.append(f"its observation size is {source_env.observation_size}, this env's is "
+                        f"{target.observation_size}")
+    if tuple(source.hidden_sizes) != tuple(trainer.config.hidden_sizes):
+        problems.append(f"its networks are {tuple(source.hidden_sizes)}, this run's are "
+                        f"{tuple(trainer.config.hidden_sizes)} (use --set hidden_sizes=...)")
+    if source.num_subpolicies != trainer.config.num_subpolicies:
+        problems.append(f"it has {source.num_subpolicies} sub-policies, this run {trainer.config.num_subpolicies} "
+                        f"(use --set num_subpolicies={source.num_subpolicies})")
+    if problems:
+        raise TransferError(f"--subs-from {run} ({source.env}) does not fit {target.name}: " + "; ".join(problems))
+    manager = checkpoint.checkpoint_manager(run, create=False) if (run / checkpoint.CHECKPOINT_DIR).is_dir() else None
+    try:
+        done = checkpoint.steps(manager) if manager is not None else []
+    finally:
+        if manager is not None:
+            manager.close()
+    if not done or done[-1] < source.num_updates:
+        last = done[-1] if done else "none"
+        raise TransferError(f"--subs-from {run} is not a finished run: its newest checkpoint is at update "
+                            f"{last} of {source.num_updates} (finish it with --resume first)")
+    return source
+
+
+def load_subpolicies(run_dir: str | pathlib.Path, trainer: Trainer) -> TransferredSubpolicies:
+    """The finished run's sub-policies and observation statistics, checked against `trainer`."""
+    source = check_compatible(run_dir, trainer)
+    source_trainer = Trainer(source, mesh=trainer.mesh)
+    manager = checkpoint.checkpoint_manager(pathlib.Path(run_dir), create=False)
+    try:
+        state, _ = checkpoint.restore(manager, checkpoint.steps(manager)[-1], source_trainer.abstract_state())
+    except checkpoint.CheckpointError as error:
+        raise TransferError(f"--subs-from {run_dir}: {error}") from None
+    finally:
+        manager.close()
+    return TransferredSubpolicies(params=state.subs.params, obs_stats=state.obs_stats)
+
+
+def with_subpolicies(trainer: Trainer, state: TrainState, transferred: TransferredSubpolicies) -> TrainState:
+    """`state` with the transferred sub-policies (and a fresh optimizer state for them).
+
+    The observation statistics start from the source run's mean and std but with the weight of one
+    sample, so they move to the new task's observations (e.g. positions in a bigger arena) within
+    the first update instead of being pinned by the source run's millions of samples.
+    """
+    stats = transferred.obs_stats
+    one = jax.tree.map(lambda part: jnp.full_like(part, 0), stats.count)
+    one = one.replace(lo=one.lo + 1) if hasattr(one, "lo") else one + 1  # brax counts are UInt64(hi, lo)
+    stats = stats.replace(count=one, summed_variance=jnp.square(stats.std))
+    subs = state.subs.replace(params=transferred.params, opt_state=trainer.sub_optimizer.init(transferred.params))
+    new_state = state.replace(subs=subs, obs_stats=stats)
+    return jax.device_put(new_state, trainer.state_sharding)
+
+
+def _subpolicy_observation_size(env_cls) -> int:
+    value = env_cls.subpolicy_observation_size
+    return value if isinstance(value, int) else env_cls.observation_size
