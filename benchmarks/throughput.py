@@ -8,6 +8,7 @@ every step; the shared-policy row is the like-for-like comparison of the PPO mac
 
     python -m benchmarks.throughput                  # B = 10, 100, 1000; prints one JSON document
     python -m benchmarks.throughput --slots 10 100 --repeats 3
+    python -m benchmarks.throughput --family ant --slots 16   # the ant family (benchmarks/ant_measures.py)
 
 Each measurement runs in a fresh subprocess (so compile time and peak memory are its own), after
 warm-up calls: the first call compiles, timed calls follow. rejax is an optional extra
@@ -22,6 +23,8 @@ import resource
 import subprocess
 import sys
 import time
+
+from benchmarks import ant_measures
 
 KINDS = ("env", "mlsh", "shared", "rejax")
 
@@ -132,14 +135,30 @@ def measure_rejax(num_slots: int, repeats: int) -> dict:
 
 
 def measure_one(kind: str, num_slots: int, repeats: int) -> dict:
-    """Runs one measurement in this process; adds steps/s and peak memory."""
-    measure = {"env": measure_env, "mlsh": measure_mlsh, "rejax": measure_rejax,
-               "shared": lambda b, r: measure_mlsh(b, r, algorithm="shared")}[kind]
-    result = measure(num_slots, repeats)
+    """Runs one measurement in this process; adds steps/s and peak memory (host RSS, and device
+    memory where the device reports it)."""
+    if kind in ant_measures.KINDS:
+        result = ant_measures.measure(kind, num_slots, repeats)
+    else:
+        measure = {"env": measure_env, "mlsh": measure_mlsh, "rejax": measure_rejax,
+                   "shared": lambda b, r: measure_mlsh(b, r, algorithm="shared")}[kind]
+        result = measure(num_slots, repeats)
     result["env_steps_per_s"] = result["steps_per_call"] / result["per_call_s"]
     result["compile_s_approx"] = max(0.0, result["first_call_s"] - result["per_call_s"])
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import jax
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        result["peak_device_memory_mb"] = stats["peak_bytes_in_use"] / 2**20
     return result
+
+
+def _ratios(rate: dict) -> dict:
+    """Side-by-side ratios of the rates measured in one invocation."""
+    pairs = [("mlsh", "rejax"), ("shared", "rejax"), ("mlsh", "env"),
+             ("ant_twowalk", "brax_ant"), ("ant_maze", "brax_ant"), ("ant_obstacles", "brax_ant"),
+             ("mlsh_ant_maze", "ant_maze"), ("mlsh_ant_maze", "brax_ppo_ant_maze")]
+    return {f"{a}_over_{b}": rate[a] / rate[b] for a, b in pairs if rate.get(a) and rate.get(b)}
 
 
 def run_in_subprocess(kind: str, num_slots: int, repeats: int) -> dict:
@@ -148,7 +167,7 @@ def run_in_subprocess(kind: str, num_slots: int, repeats: int) -> dict:
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+        return {"error": " | ".join((done.stderr.strip().splitlines() or ["failed"])[-4:])}
     return json.loads(lines[-1])
 
 
@@ -156,9 +175,14 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slots", type=int, nargs="+", default=[10, 100, 1000], help="task-slot counts B")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement")
-    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
-    parser.add_argument("--one", choices=KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--family", choices=("bandits", "ant"), default="bandits",
+                        help="moving bandits (MLSH vs rejax) or the Brax ant family")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS + ant_measures.KINDS,
+                        help="measurements to run (default: all of the family)")
+    parser.add_argument("--one", choices=KINDS + ant_measures.KINDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.kinds is None:
+        args.kinds = list(ant_measures.KINDS if args.family == "ant" else KINDS)
     if args.one:
         print(json.dumps(measure_one(args.one, args.slots[0], args.repeats)))
         return {}
@@ -169,12 +193,7 @@ def main(argv=None) -> dict:
     for num_slots in args.slots:
         row = {kind: run_in_subprocess(kind, num_slots, args.repeats) for kind in args.kinds}
         rate = {k: v.get("env_steps_per_s") for k, v in row.items()}
-        if rate.get("mlsh") and rate.get("rejax"):
-            row["mlsh_over_rejax"] = rate["mlsh"] / rate["rejax"]
-        if rate.get("shared") and rate.get("rejax"):
-            row["shared_over_rejax"] = rate["shared"] / rate["rejax"]
-        if rate.get("mlsh") and rate.get("env"):
-            row["mlsh_over_env"] = rate["mlsh"] / rate["env"]
+        row.update(_ratios(rate))
         report["results"][f"B={num_slots}"] = row
         print(f"# B={num_slots}: " + ", ".join(f"{k} {v:,.0f} steps/s" for k, v in rate.items() if v),
               file=sys.stderr, flush=True)

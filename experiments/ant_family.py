@@ -18,7 +18,9 @@ from mlsh_jax.config import MLSHConfig, PPOConfig
 
 # Env steps per second of MLSH training on ant_maze, measured with `python -m benchmarks.throughput
 # --family ant` (README, "Ant family"): used only to print a run-time estimate before a run starts.
-MEASURED_TRAINING_RATE = {"cpu": 4_000.0, "gpu": 150_000.0, "tpu": 150_000.0}
+# CPU: 2 cores, 16 slots (docs/results/ant_throughput_cpu_2core.json); GPU: one H200, 256 slots
+# (docs/results/ant_throughput_h200.json); TPU not measured (the GPU figure is used).
+MEASURED_TRAINING_RATE = {"cpu": 5_300.0, "gpu": 1_200_000.0, "tpu": 1_200_000.0}
 
 
 def paper_settings(env: str, num_subpolicies: int, episode_length: int = 1000, **changes) -> MLSHConfig:
@@ -52,10 +54,11 @@ def device_kind() -> str:
 
 def auto_settings(env: str, num_subpolicies: int, cpu_updates: int, **changes) -> MLSHConfig:
     """The default preset: sized to the devices present. On CPU 16 task slots (about an hour for
-    `cpu_updates` updates on 2 cores); on accelerators 64 slots per device for 1000 updates."""
+    `cpu_updates` updates on 2 cores); on accelerators 256 slots per device for 1000 updates
+    (about 7 minutes on one H200)."""
     if device_kind() == "cpu":
         return paper_settings(env, num_subpolicies, num_slots=16, num_updates=cpu_updates, **changes)
-    return paper_settings(env, num_subpolicies, num_slots=64 * jax.device_count(), num_updates=1000, **changes)
+    return paper_settings(env, num_subpolicies, num_slots=256 * jax.device_count(), num_updates=1000, **changes)
 
 
 def run_time_estimate(config: MLSHConfig) -> str:

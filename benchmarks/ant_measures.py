@@ -1,0 +1,147 @@
+"""Ant-family measurements for `python -m benchmarks.throughput --family ant` (one per subprocess).
+
+At B task slots (10 env copies each, the paper's D = 2000 steps per slot per update):
+- `brax_ant`: Brax's own ant env (`brax.envs`, same backend), B x 10 copies, random actions;
+- `ant_twowalk`, `ant_maze`, `ant_obstacles`: our task envs, same copies and backend;
+- `mlsh_ant_maze`: one MLSH update on ant_maze (B x 2000 env steps);
+- `brax_ppo_ant_maze`: `brax.training.agents.ppo` training a flat policy on ant_maze with the same
+  envs (B x 10), unroll 200, 10 epochs and 16 minibatches (brax needs an even split; MLSH uses 15),
+  2x64 networks; its own `training/sps` of a steady (post-compile) epoch.
+"""
+
+from __future__ import annotations
+
+import time
+
+ENV_STEPS_PER_CALL = 100
+ENVS_PER_SLOT = 10
+ANT_ENVS = ("ant_twowalk", "ant_maze", "ant_obstacles")
+KINDS = ("brax_ant",) + ANT_ENVS + ("mlsh_ant_maze", "brax_ppo_ant_maze")
+
+
+def _timed(fn, repeats: int) -> tuple[float, float]:
+    """(first call = compile + run, mean of `repeats` calls after a second warm-up call), seconds."""
+    import jax
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    jax.block_until_ready(fn())
+    start = time.perf_counter()
+    for _ in range(repeats):
+        jax.block_until_ready(fn())
+    return first, (time.perf_counter() - start) / repeats
+
+
+def _scan_random_actions(step_all, state, num_envs: int):
+    """A jitted call: ENV_STEPS_PER_CALL steps of all envs with uniform random torques."""
+    import jax
+
+    @jax.jit
+    def run(state, key):
+        def body(state, step_key):
+            actions = jax.random.uniform(step_key, (num_envs, 8), minval=-1.0, maxval=1.0)
+            return step_all(state, actions, step_key), None
+        return jax.lax.scan(body, state, jax.random.split(key, ENV_STEPS_PER_CALL))[0]
+
+    holder = {"state": state, "key": jax.random.PRNGKey(1)}
+
+    def call():
+        holder["key"], key = jax.random.split(holder["key"])
+        holder["state"] = run(holder["state"], key)
+        return holder["state"]
+
+    return call
+
+
+def measure_brax_ant(num_slots: int, repeats: int) -> dict:
+    import jax
+    from brax import envs as brax_envs
+    num_envs = num_slots * ENVS_PER_SLOT
+    env = brax_envs.get_environment("ant", backend="spring")
+    state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), num_envs))
+    call = _scan_random_actions(lambda s, a, k: jax.vmap(env.step)(s, a), state, num_envs)
+    first, per_call = _timed(call, repeats)
+    return {"steps_per_call": num_envs * ENV_STEPS_PER_CALL, "first_call_s": first, "per_call_s": per_call}
+
+
+def measure_task_env(name: str, num_slots: int, repeats: int) -> dict:
+    """Our env `name`: B tasks x 10 copies each (vmapped over tasks and copies)."""
+    import jax
+    from envs import make_env
+    num_envs = num_slots * ENVS_PER_SLOT
+    env = make_env(name)
+    keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
+    tasks = jax.vmap(env.sample_task)(jax.random.split(jax.random.PRNGKey(2), num_slots))
+    tasks = jax.tree.map(lambda x: x.repeat(ENVS_PER_SLOT, axis=0), tasks)
+    state = jax.jit(jax.vmap(env.reset))(tasks, keys)
+    call = _scan_random_actions(
+        lambda s, a, k: jax.vmap(env.step)(tasks, s, a, jax.random.split(k, num_envs)), state, num_envs)
+    first, per_call = _timed(call, repeats)
+    return {"steps_per_call": num_envs * ENV_STEPS_PER_CALL, "first_call_s": first, "per_call_s": per_call}
+
+
+def measure_mlsh(num_slots: int, repeats: int) -> dict:
+    import jax
+    from experiments.ant_family import paper_settings
+    from mlsh_jax import Trainer
+    trainer = Trainer(paper_settings("ant_maze", 3, num_slots=num_slots))
+    holder = {"state": trainer.init(jax.random.PRNGKey(0))}
+
+    def call():
+        holder["state"], metrics = trainer.update(holder["state"])
+        return metrics
+
+    first, per_call = _timed(call, repeats)
+    return {"steps_per_call": trainer.config.env_steps_per_update, "first_call_s": first, "per_call_s": per_call}
+
+
+def measure_brax_ppo(num_slots: int, repeats: int) -> dict:
+    """brax PPO on ant_maze (a new maze task per episode), matched batch: B x 10 envs x 200 steps."""
+    import functools
+    from brax.training.agents.ppo import networks as ppo_networks
+    from brax.training.agents.ppo import train as ppo
+    from envs import make_env
+    from envs.adapters import to_brax
+    num_envs = num_slots * ENVS_PER_SLOT
+    unroll, minibatches = 200, 16
+    if num_envs % minibatches:
+        raise ValueError(f"brax PPO needs the {num_envs} envs to split into {minibatches} minibatches: "
+                         "use a multiple of 8 task slots")
+    steps_per_training_step = num_envs * unroll
+    epochs_measured = 1 + repeats
+    sps, times = [], []
+    start = time.perf_counter()
+
+    def progress(step, metrics):
+        times.append(time.perf_counter() - start)
+        if "training/sps" in metrics:
+            sps.append(float(metrics["training/sps"]))
+
+    ppo.train(
+        environment=to_brax(make_env("ant_maze")), num_timesteps=epochs_measured * steps_per_training_step,
+        num_evals=epochs_measured + 1, num_envs=num_envs, episode_length=1000, unroll_length=unroll,
+        batch_size=num_envs // minibatches,
+        num_minibatches=minibatches, num_updates_per_batch=10, learning_rate=3e-4, entropy_cost=0.0,
+        discounting=0.99, gae_lambda=0.98, clipping_epsilon=0.2, normalize_observations=True,
+        num_eval_envs=16, seed=0, progress_fn=progress,
+        network_factory=functools.partial(ppo_networks.make_ppo_networks, policy_hidden_layer_sizes=(64, 64),
+                                          value_hidden_layer_sizes=(64, 64)),
+    )
+    if len(sps) < 2:
+        raise RuntimeError(f"brax PPO reported {len(sps)} training epochs; need 2 or more")
+    steady = sps[1:]
+    per_call = steps_per_training_step / (sum(steady) / len(steady))
+    return {"steps_per_call": steps_per_training_step, "first_call_s": steps_per_training_step / sps[0],
+            "per_call_s": per_call, "note": "sps from brax's training/sps (training epochs only, no evals)"}
+
+
+def measure(kind: str, num_slots: int, repeats: int) -> dict:
+    if kind == "brax_ant":
+        return measure_brax_ant(num_slots, repeats)
+    if kind in ANT_ENVS:
+        return measure_task_env(kind, num_slots, repeats)
+    if kind == "mlsh_ant_maze":
+        return measure_mlsh(num_slots, repeats)
+    if kind == "brax_ppo_ant_maze":
+        return measure_brax_ppo(num_slots, repeats)
+    raise ValueError(f"unknown ant measurement {kind!r}")

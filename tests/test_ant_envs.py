@@ -1,0 +1,168 @@
+"""The Brax ant task envs: contract (jit, vmap over tasks and layouts, finite, deterministic) and
+physics facts (walls stop the body, layouts' blocks, goal success, the enemy, joint resets)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from envs import make_env
+from envs.ant import PARKED_Z, AntState
+from envs.ant_maze import CELL_X, CELL_Y, LAYOUTS, SPLITS, AntMaze, layout_blocks
+from envs.ant_obstacles import ENEMY_ZONE, JOINT_RESET_EVERY, AntObstacleCourse
+from envs.ant_twowalk import AntTwoWalk
+
+ANT_ENVS = ("ant_twowalk", "ant_maze", "ant_obstacles")
+
+
+@pytest.fixture(scope="module")
+def maze():
+    return AntMaze(split="all")
+
+
+def _rollout(env, tasks, key, num_steps, actions=None):
+    """Jitted rollout of len(tasks) envs for num_steps with random (or given constant) actions."""
+    n = jax.tree.leaves(tasks)[0].shape[0]
+
+    @jax.jit
+    def run(key):
+        reset_key, run_key = jax.random.split(key)
+        start = jax.vmap(env.reset)(tasks, jax.random.split(reset_key, n))
+
+        def step(state, step_key):
+            action_key, env_key = jax.random.split(step_key)
+            act = (jax.random.uniform(action_key, (n, env.action_size), minval=-1, maxval=1)
+                   if actions is None else jnp.broadcast_to(actions, (n, env.action_size)))
+            state = jax.vmap(env.step)(tasks, state, act, jax.random.split(env_key, n))
+            return state, (state.obs, state.reward, state.truncated)
+
+        return jax.lax.scan(step, start, jax.random.split(run_key, num_steps))[1]
+
+    return run(key)
+
+
+@pytest.mark.parametrize("name", ANT_ENVS)
+def test_full_episode_is_finite_deterministic_and_truncates(name):
+    env = make_env(name, episode_length=60)
+    tasks = jax.vmap(env.sample_task)(jax.random.split(jax.random.PRNGKey(0), 3))
+    obs, reward, truncated = _rollout(env, tasks, jax.random.PRNGKey(1), 60)
+    assert obs.shape == (60, 3, env.observation_size) and env.observation_size == 29
+    assert env.subpolicy_observation_size == 27 and env.continuous_actions and env.action_size == 8
+    assert np.isfinite(np.asarray(obs)).all() and np.isfinite(np.asarray(reward)).all()
+    assert not np.asarray(truncated[:-1]).any() and np.asarray(truncated[-1]).all()
+    again = _rollout(env, tasks, jax.random.PRNGKey(1), 60)
+    np.testing.assert_array_equal(np.asarray(obs), np.asarray(again[0]))
+    other = _rollout(env, tasks, jax.random.PRNGKey(2), 60)
+    assert not np.allclose(np.asarray(obs), np.asarray(other[0]))
+
+
+def test_maze_vmaps_over_every_layout_in_one_program(maze):
+    tasks = jax.vmap(maze.task_for)(jnp.arange(len(LAYOUTS)))
+    obs, reward, _ = _rollout(maze, tasks, jax.random.PRNGKey(0), 5)
+    assert obs.shape == (5, 9, 29) and np.isfinite(np.asarray(obs)).all()
+    # Geometry differs by task inside the one compiled program.
+    geom_pos = jax.vmap(lambda t: maze.task_system(t).geom_pos)(tasks)
+    assert len({np.asarray(g).tobytes() for g in geom_pos}) == len(LAYOUTS)
+
+
+def test_each_layouts_blocks_are_where_the_spec_puts_them(maze):
+    walls = maze.wall_geom_ids
+    for layout, (rows, _) in enumerate(LAYOUTS):
+        geom_pos = np.asarray(maze.task_system(maze.task_for(layout)).geom_pos)[walls]
+        standing = {(float(x), float(y)) for x, y, z in geom_pos if z > 0}
+        parked = [z for _, _, z in geom_pos if z <= PARKED_Z]
+        expected = {(x, y) for row, y in zip(rows.split(), CELL_Y) for cell, x in zip(row, CELL_X) if cell == "#"}
+        assert expected <= standing, layout
+        blocks_standing = standing - {(x, y) for x, y in standing if x in (-0.5, 48.5) or y in (-24.5, 24.5)}
+        assert blocks_standing == expected, layout
+        assert len(parked) == len(walls) - 4 - len(expected)
+        assert len(layout_blocks(layout)) == len(expected)
+
+
+def test_splits_and_bad_layouts():
+    assert set(SPLITS["train"]).isdisjoint(SPLITS["heldout"])
+    env = AntMaze(split="heldout")
+    drawn = {int(env.sample_task(k).layout) for k in jax.random.split(jax.random.PRNGKey(0), 40)}
+    assert drawn == set(SPLITS["heldout"])
+    with pytest.raises(ValueError, match="unknown layout split 'test'"):
+        AntMaze(split="test")
+    with pytest.raises(ValueError, match="indices in 0..8"):
+        AntMaze(layouts=(3, 9))
+
+
+def _state_at(env, task, xy, velocity=(0.0, 0.0)):
+    """An env state with the ant at `xy` moving at `velocity` (m/s)."""
+    state = env.reset(task, jax.random.PRNGKey(0))
+    q, qd = env.start_pose(jax.random.PRNGKey(0), xy=jnp.asarray(xy, jnp.float32))
+    qd = qd.at[:2].set(jnp.asarray(velocity))
+    pipeline = env.pipeline.init(env.task_system(task), q, qd)
+    return state.replace(inner=AntState(pipeline=pipeline, extra=state.inner.extra),
+                         obs=env.observe(pipeline))
+
+
+def _drive(env, task, state, num_steps, action):
+    step = jax.jit(env.step)
+    xs = []
+    for i in range(num_steps):
+        state = step(task, state, action, jax.random.PRNGKey(i))
+        xs.append(np.asarray(env.torso_xy(state.inner.pipeline)))
+    return state, np.stack(xs)
+
+
+def test_ant_thrown_at_a_wall_stays_outside_it(maze):
+    # Layout 4's corridor ends at the arena wall x = 0 (its face): throw the ant at it at 8 m/s.
+    task = maze.task_for(4)
+    _, path = _drive(maze, task, _state_at(maze, task, (3.0, 0.0), (-8.0, 0.0)), 40, jnp.ones(8))
+    assert path[:, 0].min() > 0.3, path[:, 0].min()
+    # Without walls the same throw carries the ant past x = 0: the check above can fail.
+    open_floor = AntTwoWalk()
+    free_task = open_floor.sample_task(jax.random.PRNGKey(0))
+    _, free_path = _drive(open_floor, free_task, _state_at(open_floor, free_task, (3.0, 0.0), (-8.0, 0.0)), 40,
+                          jnp.ones(8))
+    assert free_path[:, 0].min() < 0.0
+
+
+def test_block_stops_the_ant_from_the_side(maze):
+    # Layout 4: blocks on the rows y = 16 and y = -16 (faces at y = 8 and -8); throw the ant at y = +8.
+    task = maze.task_for(4)
+    _, path = _drive(maze, task, _state_at(maze, task, (24.0, 5.0), (0.0, 8.0)), 40, jnp.zeros(8))
+    assert path[:, 1].max() < 7.7, path[:, 1].max()
+
+
+def test_goal_reached_triggers_success(maze):
+    task = maze.task_for(4)  # goal (48, 0)
+    near = _state_at(maze, task, (46.0, 0.0))
+    far = _state_at(maze, task, (2.0, 0.0))
+    assert bool(AntMaze.reached_goal(task, near.inner.pipeline))
+    assert not bool(AntMaze.reached_goal(task, far.inner.pipeline))
+
+
+def test_enemy_knocks_the_ant_back():
+    env = AntObstacleCourse()
+    task = env.sample_task(jax.random.PRNGKey(0))
+    zone_x, zone_y = ENEMY_ZONE
+    # The enemy sits at its zone's centre; the ant stands 1 m east of it, the enemy reaches it.
+    state, path = _drive(env, task, _state_at(env, task, (zone_x + 1.0, zone_y)), 10, jnp.zeros(8))
+    assert path[-1, 0] - (zone_x + 1.0) > 1.5, path[:, 0]
+    # The same ant far from the enemy (outside its zone) stays roughly where it is.
+    _, calm = _drive(env, task, _state_at(env, task, (zone_x - 20.0, zone_y - 20.0)), 10, jnp.zeros(8))
+    assert abs(calm[-1, 0] - (zone_x - 20.0)) < 0.5
+
+
+def test_joints_reset_every_300_steps_keeping_x_and_y():
+    env = AntObstacleCourse()
+    task = env.sample_task(jax.random.PRNGKey(0))
+    state = env.reset(task, jax.random.PRNGKey(0))
+    step = jax.jit(env.step)
+    action = jnp.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
+    for i in range(JOINT_RESET_EVERY - 1):
+        state = step(task, state, action, jax.random.PRNGKey(i))
+    before_q = np.asarray(state.inner.pipeline.q)
+    state = step(task, state, action, jax.random.PRNGKey(999))
+    after_q = np.asarray(state.inner.pipeline.q)
+    init_q = np.asarray(env.sys.init_q)
+    # Joints are back at the start pose (up to the reset noise), x and y barely moved in one step.
+    assert np.abs(after_q[7:] - init_q[7:]).max() <= env.reset_noise + 1e-6
+    assert np.abs(before_q[7:] - init_q[7:]).max() > env.reset_noise  # they had moved away
+    np.testing.assert_allclose(after_q[:2], before_q[:2], atol=0.15)
+    assert np.all(np.asarray(state.inner.pipeline.qd) == 0)
