@@ -93,3 +93,36 @@ def test_ppo_loss_ignores_zero_weight_samples():
     assert float(loss_a) == pytest.approx(float(loss_b), rel=1e-6)
     grads = jax.grad(lambda p: ppo_loss(p, batch, jnp.zeros(16), apply_fn=model.apply, **LOSS_KW)[0])(params)
     assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grads))
+
+
+def test_gaussian_log_prob_and_entropy_match_the_formulas():
+    from mlsh_jax.networks import DiagGaussian
+    dist = DiagGaussian(3)
+    mean, log_std = jnp.array([0.5, -1.0, 2.0]), jnp.array([0.0, -0.5, 0.3])
+    params = jnp.concatenate([mean, log_std])
+    action = jnp.array([0.1, -0.7, 2.5])
+    std = np.exp(np.asarray(log_std))
+    expected = np.sum(-0.5 * ((np.asarray(action) - np.asarray(mean)) / std) ** 2 - np.log(std * np.sqrt(2 * np.pi)))
+    assert float(dist.log_prob(params, action)) == pytest.approx(expected, rel=1e-5)
+    assert float(dist.entropy(params)) == pytest.approx(np.sum(np.log(std * np.sqrt(2 * np.pi * np.e))), rel=1e-5)
+    samples = jax.vmap(lambda k: dist.sample(k, params))(jax.random.split(jax.random.PRNGKey(0), 20000))
+    np.testing.assert_allclose(np.asarray(samples).std(axis=0), std, rtol=0.03)
+
+
+def test_ppo_loss_with_a_gaussian_policy_has_unit_ratio_and_learns_log_std():
+    from mlsh_jax.networks import DiagGaussian
+    dist = DiagGaussian(2)
+    model = ActorCritic(dist, hidden_sizes=(8,))
+    key = jax.random.PRNGKey(0)
+    obs = jax.random.normal(key, (16, 4))
+    params = model.init(key, obs)
+    dist_params, values = model.apply(params, obs)
+    actions = dist.sample(jax.random.fold_in(key, 1), dist_params)
+    batch = PPOBatch(obs=obs, actions=actions, log_probs=dist.log_prob(dist_params, actions), values=values,
+                     advantages=jax.random.normal(jax.random.fold_in(key, 2), (16,)),
+                     returns=jnp.zeros(16))
+    kw = dict(LOSS_KW, distribution=dist)
+    (_, metrics), grads = jax.value_and_grad(ppo_loss, has_aux=True)(params, batch, jnp.ones(16),
+                                                                       apply_fn=model.apply, **kw)
+    assert float(metrics["approx_kl"]) == pytest.approx(0.0, abs=1e-6)
+    assert np.abs(np.asarray(grads["params"]["log_std"])).sum() > 0

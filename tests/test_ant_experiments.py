@@ -1,0 +1,97 @@
+"""The ant experiments end to end (smoke presets): twowalk, mazes, the obstacle course over
+transferred sub-policies with its flat-PPO baseline, rendering, and bad input (exit 2, nothing written)."""
+
+import csv
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import ant_maze, ant_obstacles, ant_twowalk, render
+from mlsh_jax import load_run
+
+
+@pytest.fixture(scope="module")
+def twowalk_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ant") / "twowalk"
+    summary = ant_twowalk.main(["--preset", "smoke", "--out", str(out), "--no-progress", "--no-baseline"])
+    return out, summary
+
+
+def _exit_code(fn, argv) -> int:
+    with pytest.raises(SystemExit) as stopped:
+        fn(argv)
+    return stopped.value.code
+
+
+def test_twowalk_smoke_writes_the_run_contract(twowalk_run):
+    out, summary = twowalk_run
+    for name in ("config.json", "metrics.csv", "summary.json", "learning_curve.png"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(r["update"]) for r in rows] == [1, 2]
+    headings = summary["subpolicy_headings"]
+    assert len(headings["subpolicies"]) == 2 and headings["min_angle_between_deg"] is not None
+    assert all(np.isfinite(s["mean_distance"]) for s in headings["subpolicies"])
+
+
+def test_maze_smoke_reports_success(tmp_path):
+    out = tmp_path / "maze"
+    summary = ant_maze.main(["--preset", "smoke", "--out", str(out), "--no-progress", "--no-baseline"])
+    success = summary["success"]
+    assert 0.0 <= success["all_slots"] <= 1.0
+    assert set(success["by_layout"]) <= set(range(7))  # training layouts only
+    assert len(summary["subpolicy_headings"]["subpolicies"]) == 3
+
+
+def test_obstacles_trains_masters_over_the_transferred_subpolicies(twowalk_run, tmp_path):
+    source, _ = twowalk_run
+    out = tmp_path / "course"
+    summary = ant_obstacles.main(["--preset", "smoke", "--out", str(out), "--no-progress",
+                                  "--subs-from", str(source)])
+    assert "baseline_flat_ppo" in summary and (out / "flat_ppo" / "metrics.csv").is_file()
+    course, walked = load_run(out), load_run(source)
+    assert not course.config.train_subpolicies and course.config.num_subpolicies == 2
+    # The course run's sub-policies are the twowalk run's, unchanged by training.
+    for a, b in zip(jax.tree.leaves(course.state.subs.params), jax.tree.leaves(walked.state.subs.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_obstacles_refuses_unusable_sources(twowalk_run, tmp_path, capsys):
+    source, _ = twowalk_run
+    bandits = tmp_path / "bandits"
+    bandits.mkdir()
+    config = json.loads((source / "config.json").read_text())
+    (bandits / "config.json").write_text(json.dumps(dict(config, env="moving_bandits", hidden_sizes=[64, 64])))
+    out = tmp_path / "course"
+    assert _exit_code(ant_obstacles.main, ["--preset", "smoke", "--out", str(out), "--subs-from", str(bandits)]) == 2
+    message = capsys.readouterr().err
+    assert "does not fit ant_obstacles" in message and "discrete vs continuous" in message
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(source, unfinished)
+    (unfinished / "config.json").write_text(json.dumps(dict(config, num_updates=10)))
+    assert _exit_code(ant_obstacles.main, ["--preset", "smoke", "--out", str(out), "--subs-from", str(unfinished)]) == 2
+    assert "is not a finished run" in capsys.readouterr().err
+    assert _exit_code(ant_obstacles.main, ["--preset", "smoke", "--out", str(out),
+                                           "--subs-from", str(tmp_path / "missing")]) == 2
+    assert not out.exists()
+
+
+def test_render_writes_viewer_and_path_picture(twowalk_run, tmp_path, capsys):
+    source, _ = twowalk_run
+    out = tmp_path / "pictures"
+    report = render.main(["--run", str(source), "--out", str(out), "--steps", "20"])
+    html = (out / "rollout.html").read_text()
+    assert "<html" in html.lower() and len(html) > 1000
+    assert (out / "path.png").stat().st_size > 1000
+    assert report["steps"] == 20 and abs(sum(report["sub_policy_share"]) - 1) < 1e-6
+    # Nothing is overwritten; bad layouts, slots and step counts are refused.
+    assert _exit_code(render.main, ["--run", str(source), "--out", str(out)]) == 2
+    assert "already holds" in capsys.readouterr().err
+    assert _exit_code(render.main, ["--run", str(source), "--out", str(tmp_path / "x"), "--layout", "3"]) == 2
+    assert "applies to ant_maze runs" in capsys.readouterr().err
+    assert _exit_code(render.main, ["--run", str(source), "--out", str(tmp_path / "x"), "--slot", "7"]) == 2
+    assert _exit_code(render.main, ["--run", str(source), "--out", str(tmp_path / "x"), "--steps", "0"]) == 2
+    assert not (tmp_path / "x").exists()
