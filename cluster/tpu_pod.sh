@@ -10,11 +10,10 @@
 # Preemptible / spot slices send SIGTERM: every host saves a checkpoint and exits 0.
 set -euo pipefail
 : "${TPU:?set TPU to the TPU VM name}" "${ZONE:?set ZONE}"
-# Any experiment module runs this way. The Brax ant mazes (experiments.ant_maze) are the intended
-# main job at this scale; until that module exists the default is moving bandits.
-EXPERIMENT=${EXPERIMENT:-experiments.moving_bandits}
+# Any experiment module runs this way; the default is the main job, the Brax ant mazes.
+EXPERIMENT=${EXPERIMENT:-experiments.ant_maze}
 OUT=${OUT:-/mnt/shared/runs/mlsh_jax_tpu}
-ARGS=${ARGS:---set num_slots=3200}
+ARGS=${ARGS:-}
 if [ "${RESUME:-0}" = "1" ]; then ARGS="$ARGS --resume"; fi
 REPO=${REPO:-~/mlsh_jax}
 

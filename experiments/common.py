@@ -137,12 +137,14 @@ def resolve_run(experiment: str, args, presets: Mapping[str, Callable[[], MLSHCo
     the resulting configuration (its checkpoint is restored and verified). With `--distributed` the
     process joins its cluster first; the task slots must split evenly over all devices."""
     out = default_out_dir(experiment, args)
-    stored = read_run_config(out) if args.resume else None
-    config = resolve_config(args, presets, stored=stored)
+    # The cluster comes first: presets sized to the devices present look at them (which starts JAX's
+    # backend, after which a process can no longer join a cluster).
     if args.distributed:
         initialize_cluster(args.coordinator, args.num_processes, args.process_id, timeout_s=args.cluster_timeout)
     elif any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
         raise UsageError("--coordinator, --num-processes and --process-id need --distributed")
+    stored = read_run_config(out) if args.resume else None
+    config = resolve_config(args, presets, stored=stored)
     check_slots_divide(config.num_slots, slot_mesh())
     if args.resume:
         find_resume_point(out, config)
