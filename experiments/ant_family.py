@@ -91,11 +91,6 @@ def subpolicy_headings(trainer, state, tasks, key) -> dict:
     return {"subpolicies": per_sub, "min_angle_between_deg": round(min(gaps), 1) if gaps else None}
 
 
-def shared_baseline(config: MLSHConfig) -> MLSHConfig:
-    """The shared-policy baseline on the same data budget: one flat policy, every slot trains it."""
-    return dataclasses.replace(config, algorithm="shared", num_subpolicies=1)
-
-
 def run_experiment(module: str, title: str, presets: dict, argv, analyse, default_preset: str = "auto") -> dict:
     """Command line of an ant experiment: MLSH (then, unless --no-baseline, the shared-policy
     baseline on the same budget into OUT/baseline_shared), then `analyse(result, out) -> dict` on
@@ -113,7 +108,7 @@ def run_experiment(module: str, title: str, presets: dict, argv, analyse, defaul
         baseline_out = out / "baseline_shared"
         resume_baseline = args.resume and common.can_resume(baseline_out)
         if resume_baseline:
-            common.find_resume_point(baseline_out, shared_baseline(config))
+            common.find_resume_point(baseline_out, common.shared_baseline(config))
     except common.INPUT_ERRORS as error:
         common.exit_with_usage_error(str(error))
 
@@ -125,7 +120,7 @@ def run_experiment(module: str, title: str, presets: dict, argv, analyse, defaul
     summary = dict(mlsh.summary, **analyse(mlsh, out))
     curves = {"MLSH": mlsh.rows}
     if not args.no_baseline:
-        shared = common.train_or_exit(module, shared_baseline(config), baseline_out, resume=resume_baseline,
+        shared = common.train_or_exit(module, common.shared_baseline(config), baseline_out, resume=resume_baseline,
                                       progress=not args.no_progress, description="shared policy")
         curves["shared policy"] = shared.rows
         summary["baseline_shared"] = {k: shared.summary[k] for k in ("mean_return", "mean_return_post_warmup",

@@ -173,11 +173,16 @@ def shared_part_on_host(state):
     return state.replace(subs=to_host(state.subs), obs_stats=to_host(state.obs_stats), slots=None)
 
 
+def shared_baseline(config: MLSHConfig) -> MLSHConfig:
+    """The shared-policy baseline on the same data budget: one flat policy, every slot trains it."""
+    return dataclasses.replace(config, algorithm="shared", num_subpolicies=1)
+
+
 def can_resume(out: pathlib.Path) -> bool:
     """Whether `out` holds a run that `--resume` should continue (rather than start afresh)."""
     return out.is_dir() and any(out.iterdir())
 
 
 __all__ = ["INPUT_ERRORS", "UsageError", "apply_overrides", "base_parser", "can_resume", "check_out_dir",
-           "default_out_dir", "exit_with_usage_error", "resolve_config", "resolve_run", "shared_part_on_host",
+           "default_out_dir", "exit_with_usage_error", "resolve_config", "resolve_run", "shared_baseline", "shared_part_on_host",
            "train_or_exit"]

@@ -12,7 +12,6 @@ subpolicies.png (each sub-policy run alone from the start).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 
@@ -41,11 +40,6 @@ PRESETS = {
     ),
 }
 PAPER_LEVELS = {"MLSH": 40.0, "shared policy": 25.0}
-
-
-def shared_baseline(config: MLSHConfig) -> MLSHConfig:
-    """The shared-policy baseline on the same data budget: one flat policy, every slot trains it."""
-    return dataclasses.replace(config, algorithm="shared", num_subpolicies=1)
 
 
 def subpolicy_goal_fractions(trainer, state, key, num_tasks: int = 200) -> dict:
@@ -100,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         baseline_out = out / "baseline_shared"
         resume_baseline = args.resume and common.can_resume(baseline_out)
         if resume_baseline:
-            common.find_resume_point(baseline_out, shared_baseline(config))
+            common.find_resume_point(baseline_out, common.shared_baseline(config))
     except common.INPUT_ERRORS as error:
         common.exit_with_usage_error(str(error))
 
@@ -118,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = dict(mlsh.summary, subpolicy_behaviour=behaviour)
     curves = {"MLSH": mlsh.rows}
     if not args.no_baseline:
-        shared = common.train_or_exit(module, shared_baseline(config), baseline_out, resume=resume_baseline,
+        shared = common.train_or_exit(module, common.shared_baseline(config), baseline_out, resume=resume_baseline,
                                       progress=not args.no_progress, description="shared policy")
         curves["shared policy"] = shared.rows
         summary["baseline_shared"] = {k: shared.summary[k] for k in
