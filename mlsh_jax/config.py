@@ -91,6 +91,9 @@ class MLSHConfig:
       hidden_sizes: hidden layers of every policy and value MLP (tanh).
       random_master_action_prob: probability that the master's choice is replaced by a uniform one.
       obs_clip: normalised observations are clipped to +-obs_clip.
+      reward_scale: rewards are multiplied by this in the PPO targets of masters and sub-policies
+        (not in logged returns); for tasks whose per-step rewards are tiny (ant twowalk: ~1e-3),
+        where value errors at the network's initial scale would drown the advantages.
       master: PPO settings of the master policies.
       sub: PPO settings of the sub-policies (or of the shared policy).
       seed: PRNG seed.
@@ -114,6 +117,7 @@ class MLSHConfig:
     hidden_sizes: tuple[int, ...] = (64, 64)
     random_master_action_prob: float = 0.1
     obs_clip: float = 5.0
+    reward_scale: float = 1.0
     master: PPOConfig = PPOConfig(learning_rate=0.01, num_minibatches=0, minibatch_size=64)
     sub: PPOConfig = PPOConfig(learning_rate=3e-4, num_minibatches=15)
     seed: int = 0
@@ -201,6 +205,7 @@ class MLSHConfig:
         _require(0 <= self.random_master_action_prob <= 1, "random_master_action_prob",
                  self.random_master_action_prob, "a number in [0, 1]")
         _require(self.obs_clip > 0, "obs_clip", self.obs_clip, "a number > 0")
+        _require(self.reward_scale > 0, "reward_scale", self.reward_scale, "a number > 0")
         _require(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, "an integer >= 0")
         _require(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, "an integer >= 1")
         self.master.validate("master", self.master_batch_size)

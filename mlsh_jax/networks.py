@@ -48,6 +48,41 @@ class Categorical:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExploringCategorical(Categorical):
+    """The master's distribution: with probability `uniform_prob` a uniform action, otherwise one
+    drawn from the logits [..., A], i.e. the mixture (1 - p) softmax(logits) + p / A.
+
+    Sampling, log-probabilities and entropy are all of the mixture, so PPO's importance ratio
+    compares the policy that actually acted: a random choice of an action the logits give ~0
+    probability has probability >= p / A here, not ~0 (with the plain softmax ratio such a sample
+    gets a ratio of 1e4 and more, whose unclipped negative-advantage term blows up the update).
+    """
+
+    uniform_prob: float = 0.0
+
+    def _log_probs(self, params: jax.Array) -> jax.Array:
+        log_p = jax.nn.log_softmax(params)
+        if self.uniform_prob == 0:
+            return log_p
+        if self.uniform_prob == 1:
+            return jnp.full_like(log_p, -jnp.log(self.num_actions))
+        return jnp.logaddexp(jnp.log1p(-self.uniform_prob) + log_p, jnp.log(self.uniform_prob / self.num_actions))
+
+    def sample(self, key: jax.Array, params: jax.Array) -> jax.Array:
+        """Integer actions [...] drawn from the mixture."""
+        return jax.random.categorical(key, self._log_probs(params)).astype(jnp.int32)
+
+    def log_prob(self, params: jax.Array, action: jax.Array) -> jax.Array:
+        """Log-probability [...] of integer `action` [...] under the mixture."""
+        return jnp.take_along_axis(self._log_probs(params), action[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+    def entropy(self, params: jax.Array) -> jax.Array:
+        """Entropy [...] of the mixture."""
+        log_p = self._log_probs(params)
+        return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
 class DiagGaussian:
     """Diagonal Gaussian over `action_size` continuous actions; parameters are (mean, log std)
     concatenated, [..., 2 * action_size]. Samples are not squashed: the env clips them to its range."""
@@ -82,7 +117,7 @@ class DiagGaussian:
         return jnp.sum(log_std + 0.5 * (1.0 + jnp.log(2 * jnp.pi)), axis=-1)
 
 
-ActionDistribution = Categorical | DiagGaussian
+ActionDistribution = Categorical | ExploringCategorical | DiagGaussian
 
 
 def action_distribution(action_size: int, continuous: bool) -> ActionDistribution:

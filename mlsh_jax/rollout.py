@@ -77,19 +77,16 @@ def reset_slot_envs(env: TaskEnv, task: Any, key: jax.Array, num_envs: int) -> S
 
 
 def choose_subpolicies(
-    master_model: ActorCritic, master_params, obs: jax.Array, random_prob: float, key: jax.Array
+    master_model: ActorCritic, master_params, obs: jax.Array, key: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """Master decision for a batch of normalised observations [E, obs].
 
-    With probability `random_prob` the choice is replaced by a uniform one (the original code's
-    exploration). Returns (sub-policy index [E] int32, its log-probability under the master [E]).
+    The master's distribution (`ExploringCategorical`) already mixes in the uniform exploratory
+    choice (`config.random_master_action_prob`). Returns (sub-policy index [E] int32, its
+    log-probability under that mixture [E]).
     """
-    sample_key, explore_key, uniform_key = jax.random.split(key, 3)
     logits = master_model.apply(master_params, obs, method=ActorCritic.dist_params)
-    choice = master_model.distribution.sample(sample_key, logits)
-    explore = jax.random.uniform(explore_key, choice.shape) < random_prob
-    uniform = jax.random.randint(uniform_key, choice.shape, 0, logits.shape[-1])
-    choice = jnp.where(explore, uniform, choice).astype(jnp.int32)
+    choice = master_model.distribution.sample(key, logits)
     return choice, master_model.distribution.log_prob(logits, choice)
 
 
@@ -164,7 +161,7 @@ def slot_rollout(
         obs = envs.state.obs
         if config.hierarchical:
             sub_index, choice_log_prob = choose_subpolicies(
-                master_model, master_params, normalize(obs), config.random_master_action_prob, choice_key
+                master_model, master_params, normalize(obs), choice_key
             )
         else:
             sub_index = jnp.zeros((num_envs,), jnp.int32)

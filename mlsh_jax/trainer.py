@@ -29,7 +29,7 @@ from mlsh_jax.config import MLSHConfig
 from mlsh_jax.distributed import (check_slots_divide, replicated, sample_sharded, slot_mesh, state_shardings,
                                   with_shardings)
 from mlsh_jax.losses import PPOBatch, compute_gae, ppo_loss
-from mlsh_jax.networks import ActorCritic, Categorical, action_distribution
+from mlsh_jax.networks import ActorCritic, ExploringCategorical, action_distribution
 from mlsh_jax.ppo import Learner, make_optimizer, ppo_update
 from mlsh_jax.rollout import SlotEnvs, Transition, reset_slot_envs, slot_rollout
 
@@ -117,7 +117,8 @@ class Trainer:
                              f"episode_length={config.episode_length}")
         self.config = config.validate()
         self.env = env
-        self.master_model = ActorCritic(Categorical(config.num_subpolicies), tuple(config.hidden_sizes))
+        self.master_model = ActorCritic(ExploringCategorical(config.num_subpolicies, config.random_master_action_prob),
+                                        tuple(config.hidden_sizes))
         self.sub_model = ActorCritic(action_distribution(self.env.action_size, self.env.continuous_actions),
                                      tuple(config.hidden_sizes))
         self.master_optimizer = make_optimizer(config.master)
@@ -239,7 +240,7 @@ class Trainer:
         next_values = jax.vmap(state_value)(masters.params, normalize(macros.final_obs))
         advantages, returns = jax.vmap(
             functools.partial(compute_gae, discount=cfg.master.discount, gae_lambda=cfg.master.gae_lambda)
-        )(macros.reward, values, next_values, macros.terminated, macros.truncated)
+        )(cfg.reward_scale * macros.reward, values, next_values, macros.terminated, macros.truncated)
         batch = PPOBatch(obs=obs, actions=macros.action, log_probs=macros.log_prob, values=values,
                          advantages=advantages, returns=returns)
         batch = jax.vmap(functools.partial(_flatten_samples, num_axes=2))(batch)
@@ -276,7 +277,7 @@ class Trainer:
         next_values = self._active_values(subs.params, sub_view(steps.final_obs), sub_index)
         advantages, returns = jax.vmap(
             functools.partial(compute_gae, discount=cfg.sub.discount, gae_lambda=cfg.sub.gae_lambda)
-        )(steps.reward, values, next_values, steps.terminated, steps.truncated)
+        )(cfg.reward_scale * steps.reward, values, next_values, steps.terminated, steps.truncated)
         batch = PPOBatch(obs=obs, actions=steps.action, log_probs=steps.log_prob, values=values,
                          advantages=advantages, returns=returns)
         weights = jax.nn.one_hot(sub_index, cfg.num_subpolicies) * valid[:, None, None, None]

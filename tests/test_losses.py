@@ -126,3 +126,20 @@ def test_ppo_loss_with_a_gaussian_policy_has_unit_ratio_and_learns_log_std():
                                                                        apply_fn=model.apply, **kw)
     assert float(metrics["approx_kl"]) == pytest.approx(0.0, abs=1e-6)
     assert np.abs(np.asarray(grads["params"]["log_std"])).sum() > 0
+
+
+def test_exploring_categorical_is_the_mixture_it_samples_from():
+    from mlsh_jax.networks import ExploringCategorical
+    dist = ExploringCategorical(2, uniform_prob=0.1)
+    logits = jnp.array([30.0, 0.0])                       # softmax gives action 1 ~1e-13
+    expected = np.array([0.9 + 0.05, 0.05])
+    probs = np.exp([float(dist.log_prob(logits, jnp.array(a))) for a in (0, 1)])
+    np.testing.assert_allclose(probs, expected, rtol=1e-5)
+    samples = jax.vmap(lambda k: dist.sample(k, logits))(jax.random.split(jax.random.PRNGKey(0), 40000))
+    assert float(jnp.mean(samples == 1)) == pytest.approx(0.05, abs=0.005)
+    assert float(dist.entropy(logits)) == pytest.approx(-np.sum(expected * np.log(expected)), rel=1e-5)
+    # A rare exploratory action keeps a bounded PPO ratio after a small change of the logits.
+    ratio = np.exp(float(dist.log_prob(logits - jnp.array([0.0, 5.0]), jnp.array(1)) - dist.log_prob(logits, jnp.array(1))))
+    assert 0.9 < ratio <= 1.0
+    plain = ExploringCategorical(3)
+    np.testing.assert_allclose(np.exp(plain.log_prob(jnp.zeros((3, 3)), jnp.arange(3))), np.full(3, 1 / 3), rtol=1e-6)
