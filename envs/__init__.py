@@ -12,6 +12,8 @@ from envs.moving_bandits import MovingBandits
 # name -> "module:class"
 ENV_REGISTRY = {
     "moving_bandits": "envs.moving_bandits:MovingBandits",
+    "key_door": "envs.key_door:KeyDoor",
+    "four_rooms": "envs.four_rooms:FourRooms",
     "ant_twowalk": "envs.ant_twowalk:AntTwoWalk",
     "ant_maze": "envs.ant_maze:AntMaze",
     "ant_obstacles": "envs.ant_obstacles:AntObstacleCourse",
