@@ -154,7 +154,11 @@ class MLSHConfig:
     @property
     def initial_phases(self) -> tuple[int, ...]:
         """Phase (updates into its lifetime) of every slot at update 0, spread evenly so lifetimes
-        are staggered and some slot is in its joint phase at every update."""
+        are staggered and some slot is in its joint phase at every update. With frozen sub-policies
+        (`train_subpolicies=False`: transfer, adaptation) nothing needs that, and every slot starts
+        a fresh lifetime at update 0."""
+        if not self.train_subpolicies:
+            return (0,) * self.num_slots
         return tuple((slot * self.lifetime) // self.num_slots for slot in range(self.num_slots))
 
     @property

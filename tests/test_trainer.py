@@ -83,6 +83,17 @@ def test_slots_are_staggered_so_subpolicies_train_every_update():
         assert not leaves_equal(previous, state.subs.params)
 
 
+def test_frozen_subpolicies_start_every_slot_together():
+    # Transfer/adaptation: masters live the whole run from update 0 (no slot reset part-way).
+    config = tiny_config(num_slots=3, warmup_updates=4, joint_updates=0, train_subpolicies=False)
+    assert config.initial_phases == (0, 0, 0)
+    trainer = Trainer(config)
+    state = trainer.init(jax.random.PRNGKey(0))
+    for update in range(3):
+        state, _ = trainer.update(state)
+        assert np.asarray(state.slots.phase).tolist() == [update + 1] * 3
+
+
 def test_inactive_subpolicy_gets_no_update():
     config = tiny_config(num_slots=2, warmup_updates=0, joint_updates=1, num_subpolicies=3)
     trainer = Trainer(config)
