@@ -65,6 +65,19 @@ SPLITS = {
 }
 
 
+ROOMS = ("top left", "top right", "bottom left", "bottom right", "hallway")
+
+
+def room_of_cells() -> np.ndarray:
+    """[104] int: index into ROOMS of every free cell (the four one-cell gaps in the walls are
+    "hallway")."""
+    rows, cols = FREE_CELLS[:, 0], FREE_CELLS[:, 1]
+    wall_rows = np.where(cols < 6, 6, 7)                   # the horizontal walls: row 6 left, row 7 right
+    room = np.where(rows < wall_rows, 0, 2) + (cols > 6)
+    gap = (cols == 6) | (rows == wall_rows)
+    return np.where(gap, len(ROOMS) - 1, room).astype(np.int32)
+
+
 def _next_cell_table() -> np.ndarray:
     """[cells, 4]: the cell reached from each free cell by each move (itself when a wall is in the way)."""
     table = np.zeros((len(FREE_CELLS), len(ACTION_MOVES)), np.int32)

@@ -8,7 +8,6 @@ task slot per update (here 10 env copies x 200 steps: one master decision per co
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import jax
@@ -92,44 +91,9 @@ def subpolicy_headings(trainer, state, tasks, key) -> dict:
 
 
 def run_experiment(module: str, title: str, presets: dict, argv, analyse, default_preset: str = "auto") -> dict:
-    """Command line of an ant experiment: MLSH (then, unless --no-baseline, the shared-policy
-    baseline on the same budget into OUT/baseline_shared), then `analyse(result, out) -> dict` on
-    the MLSH run; writes summary.json and learning_curve.png.
-    """
-    from experiments import common, plots
-    from mlsh_jax.distributed import is_main_process
-    from mlsh_jax.files import write_json
+    """Command line of an ant experiment: MLSH, then the shared-policy baseline (see
+    `experiments.common.run_with_shared_baseline`), with a run-time estimate printed first."""
+    from experiments import common
 
-    parser = common.base_parser(title, presets, default_preset=default_preset)
-    parser.add_argument("--no-baseline", action="store_true", help="skip the shared-policy baseline")
-    args = parser.parse_args(argv)
-    try:
-        config, out = common.resolve_run(module.split(".")[-1], args, presets)
-        baseline_out = out / "baseline_shared"
-        resume_baseline = args.resume and common.can_resume(baseline_out)
-        if resume_baseline:
-            common.find_resume_point(baseline_out, common.shared_baseline(config))
-    except common.INPUT_ERRORS as error:
-        common.exit_with_usage_error(str(error))
-
-    print(f"{title}: {config.num_slots} task slots x {config.num_updates} updates, {run_time_estimate(config)}"
-          f"{'' if args.no_baseline else ', then the shared-policy baseline on the same budget'} -> {out}",
-          flush=True)
-    mlsh = common.train_or_exit(module, config, out, resume=args.resume, progress=not args.no_progress,
-                                description="MLSH")
-    summary = dict(mlsh.summary, **analyse(mlsh, out))
-    curves = {"MLSH": mlsh.rows}
-    if not args.no_baseline:
-        shared = common.train_or_exit(module, common.shared_baseline(config), baseline_out, resume=resume_baseline,
-                                      progress=not args.no_progress, description="shared policy")
-        curves["shared policy"] = shared.rows
-        summary["baseline_shared"] = {k: shared.summary[k] for k in ("mean_return", "mean_return_post_warmup",
-                                                                     "wall_s")}
-    if is_main_process():
-        write_json(out / "summary.json", summary)
-        plots.plot_learning_curves(curves, out / "learning_curve.png", title=f"{title} ({config.num_slots} task slots)",
-                                   smooth=5)
-        print(json.dumps({k: summary[k] for k in ("mean_return", "mean_return_post_warmup", "wall_s")}
-                         | {k: summary[k] for k in ("baseline_shared", "subpolicy_headings", "success")
-                            if k in summary}))
-    return summary
+    return common.run_with_shared_baseline(module, title, presets, argv, analyse, default_preset,
+                                           estimate=run_time_estimate)

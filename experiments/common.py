@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import pathlib
 import sys
 from typing import Callable, Mapping
@@ -183,6 +184,62 @@ def can_resume(out: pathlib.Path) -> bool:
     return out.is_dir() and any(out.iterdir())
 
 
+def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Callable[[], MLSHConfig]], argv,
+                             analyse: Callable[[RunResult, pathlib.Path], dict], default_preset: str,
+                             estimate: Callable[[MLSHConfig], str] | None = None,
+                             paper_levels: Mapping[str, float] | None = None,
+                             smooth: int | Callable[[MLSHConfig], int] = 5) -> dict:
+    """The command line of an experiment that trains MLSH and then (unless --no-baseline) the
+    shared-policy baseline on the same budget into OUT/baseline_shared.
+
+    `analyse(result, out) -> dict` looks at the finished MLSH run (sub-policy behaviour, figures);
+    its entries join summary.json. Writes summary.json and learning_curve.png (with
+    `paper_levels` as dashed lines, except for the smoke preset); `estimate(config)` adds a
+    run-time estimate to the first line printed; `smooth` is the curves' smoothing window (or a
+    function of the configuration giving it). Returns the summary.
+    """
+    from experiments import plots
+    from mlsh_jax.distributed import is_main_process
+    from mlsh_jax.files import write_json
+
+    parser = base_parser(title, presets, default_preset=default_preset)
+    parser.add_argument("--no-baseline", action="store_true", help="skip the shared-policy baseline")
+    args = parser.parse_args(argv)
+    try:
+        config, out = resolve_run(module.split(".")[-1], args, presets)
+        baseline_out = out / "baseline_shared"
+        resume_baseline = args.resume and can_resume(baseline_out)
+        if resume_baseline:
+            find_resume_point(baseline_out, shared_baseline(config))
+    except INPUT_ERRORS as error:
+        exit_with_usage_error(str(error))
+
+    budget = estimate(config) if estimate else f"{config.num_updates * config.env_steps_per_update:,} env steps"
+    print(f"{title}{', resuming' if args.resume else ''}: {config.num_slots} task slots x {config.num_updates} "
+          f"updates, {budget}{'' if args.no_baseline else ', then the shared-policy baseline on the same budget'}"
+          f" -> {out}", flush=True)
+    mlsh = train_or_exit(module, config, out, resume=args.resume, progress=not args.no_progress, description="MLSH")
+    analysis = analyse(mlsh, out)
+    summary = dict(mlsh.summary, **analysis)
+    curves = {"MLSH": mlsh.rows}
+    if not args.no_baseline:
+        shared = train_or_exit(module, shared_baseline(config), baseline_out, resume=resume_baseline,
+                               progress=not args.no_progress, description="shared policy")
+        curves["shared policy"] = shared.rows
+        summary["baseline_shared"] = {k: shared.summary[k] for k in ("mean_return", "mean_return_post_warmup",
+                                                                     "wall_s")}
+    if not is_main_process():  # in a cluster, process 0 writes the files
+        return summary
+    write_json(out / "summary.json", summary)
+    smoke = (args.preset or args.default_preset) == "smoke"
+    plots.plot_learning_curves(curves, out / "learning_curve.png", title=f"{title} ({config.num_slots} task slots)",
+                               paper_levels=None if smoke else paper_levels,
+                               smooth=smooth(config) if callable(smooth) else smooth)
+    headline = ("mean_return", "mean_return_post_warmup", "wall_s", "baseline_shared")
+    print(json.dumps({k: summary[k] for k in headline if k in summary} | analysis))
+    return summary
+
+
 __all__ = ["INPUT_ERRORS", "UsageError", "apply_overrides", "base_parser", "can_resume", "check_out_dir",
-           "default_out_dir", "exit_with_usage_error", "resolve_config", "resolve_run", "shared_baseline", "shared_part_on_host",
+           "default_out_dir", "exit_with_usage_error", "resolve_config", "resolve_run", "run_with_shared_baseline", "shared_baseline", "shared_part_on_host",
            "train_or_exit"]

@@ -12,7 +12,6 @@ subpolicies.png (each sub-policy run alone from the start).
 
 from __future__ import annotations
 
-import json
 import sys
 
 import jax
@@ -23,7 +22,6 @@ from experiments import common, plots
 from mlsh_jax.config import MLSHConfig, PPOConfig
 from mlsh_jax.evaluation import run_subpolicy
 from mlsh_jax.distributed import is_main_process
-from mlsh_jax.files import write_json
 
 # The paper's per-task settings (K=2, N=10, W=9, U=1, 50-step episodes, D=2000, lr 0.01 / 3e-4) are
 # MLSHConfig's defaults; presets differ in how many task slots run at once and for how long.
@@ -77,56 +75,22 @@ def draw_subpolicies(trainer, state, key, path, num_examples: int = 8) -> None:
     plots.plot_bandit_subpolicies(np.stack(positions), goals, path, WORLD_SIZE, GOAL_RADIUS)
 
 
-def draw_learning_curves(curves: dict, config: MLSHConfig, path, with_paper_levels: bool = True) -> None:
-    """Figure 4 (left) of the paper for these runs. The post-warmup series averages the episodes of
-    the joint-phase slots only (B * U / (W + U) of them), so it is smoothed over ~30 slot-updates."""
-    smooth = max(3, -(-30 // config.joint_slot_capacity))
-    plots.plot_learning_curves(curves, path, title=f"Moving bandits ({config.num_slots} task slots)",
-                               paper_levels=PAPER_LEVELS if with_paper_levels else None, smooth=smooth)
+def analyse(result, out) -> dict:
+    """Where each sub-policy goes when it runs alone (and subpolicies.png)."""
+    key = jax.random.PRNGKey(result.trainer.config.seed + 1)
+    policies = common.shared_part_on_host(result.state)
+    behaviour = subpolicy_goal_fractions(result.trainer, policies, key)
+    if is_main_process():
+        draw_subpolicies(result.trainer, policies, key, out / "subpolicies.png")
+    return {"subpolicy_behaviour": behaviour}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = common.base_parser(__doc__.splitlines()[0], PRESETS, default_preset="fast")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the shared-policy baseline")
-    args = parser.parse_args(argv)
-    try:
-        config, out = common.resolve_run("moving_bandits", args, PRESETS)
-        baseline_out = out / "baseline_shared"
-        resume_baseline = args.resume and common.can_resume(baseline_out)
-        if resume_baseline:
-            common.find_resume_point(baseline_out, common.shared_baseline(config))
-    except common.INPUT_ERRORS as error:
-        common.exit_with_usage_error(str(error))
-
-    print(f"moving bandits{', resuming' if args.resume else ''}: {config.num_slots} task slots x "
-          f"{config.num_updates} updates = {config.num_updates * config.env_steps_per_update:,} env steps per run "
-          f"({'MLSH' if args.no_baseline else 'MLSH, then the shared-policy baseline'}) -> {out}",
-          flush=True)
-    module = "experiments.moving_bandits"
-    mlsh = common.train_or_exit(module, config, out, resume=args.resume, progress=not args.no_progress,
-                                description="MLSH")
-    key = jax.random.PRNGKey(config.seed + 1)
-    policies = common.shared_part_on_host(mlsh.state)
-    behaviour = subpolicy_goal_fractions(mlsh.trainer, policies, key)
-    draw_subpolicies(mlsh.trainer, policies, key, out / "subpolicies.png")
-    summary = dict(mlsh.summary, subpolicy_behaviour=behaviour)
-    curves = {"MLSH": mlsh.rows}
-    if not args.no_baseline:
-        shared = common.train_or_exit(module, common.shared_baseline(config), baseline_out, resume=resume_baseline,
-                                      progress=not args.no_progress, description="shared policy")
-        curves["shared policy"] = shared.rows
-        summary["baseline_shared"] = {k: shared.summary[k] for k in
-                                      ("mean_return", "mean_return_post_warmup", "wall_s")}
-    if not is_main_process():  # in a cluster, process 0 writes the files
-        return summary
-    write_json(out / "summary.json", summary)
-    draw_learning_curves(curves, config, out / "learning_curve.png",
-                         with_paper_levels=(args.preset or args.default_preset) != "smoke")
-    print(json.dumps({k: summary[k] for k in ("mean_return", "mean_return_post_warmup", "wall_s")}
-                     | {"separated": behaviour["separated"],
-                        "fraction_ending_at_goal_slot": behaviour["fraction_ending_at_goal_slot"]}
-                     | ({"baseline_shared": summary["baseline_shared"]} if "baseline_shared" in summary else {})))
-    return summary
+    # The post-warmup series averages the joint-phase slots only (B * U / (W + U) of them): smoothed
+    # over ~30 slot-updates.
+    return common.run_with_shared_baseline("experiments.moving_bandits", "Moving bandits", PRESETS, argv, analyse,
+                                           default_preset="fast", paper_levels=PAPER_LEVELS,
+                                           smooth=lambda config: max(3, -(-30 // config.joint_slot_capacity)))
 
 
 if __name__ == "__main__":

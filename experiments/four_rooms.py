@@ -1,0 +1,71 @@
+"""Four rooms (paper Figure 4 right, training part): MLSH over the training goal cells vs the
+shared-policy baseline. Adaptation to the held-out goals: `python -m experiments.adapt`.
+
+    python -m experiments.four_rooms                   # preset `fast`: 50 task slots
+    python -m experiments.four_rooms --preset paper    # the paper's 10 task slots
+    python -m experiments.four_rooms --preset smoke    # seconds, for tests
+
+Paper settings: 100-step episodes, N=25, K=4, W=20, U=30 (D=2000 steps per slot per update, here 20
+env copies x 100 steps). Writes the run contract into --out, the baseline into
+--out/baseline_shared, and in summary.json `subpolicy_rooms`: where each sub-policy, run alone from
+the start, ends (fraction of episodes per room).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import jax
+import numpy as np
+
+from envs.four_rooms import ROOMS, room_of_cells
+from experiments import common
+from mlsh_jax.config import MLSHConfig, PPOConfig
+from mlsh_jax.evaluation import run_subpolicy
+
+
+def paper_settings(**changes) -> MLSHConfig:
+    """The paper's four-rooms settings, 10 task slots."""
+    config = MLSHConfig(env="four_rooms", episode_length=100, num_subpolicies=4, macro_duration=25,
+                        warmup_updates=20, joint_updates=30, num_slots=10, steps_per_slot=2000, envs_per_slot=20,
+                        num_updates=300, checkpoint_every=50)
+    return dataclasses.replace(config, **changes)
+
+
+PRESETS = {
+    "paper": paper_settings,
+    # Many task slots (each lifetime is 50 updates; 200 updates = 4 lifetimes per slot).
+    "fast": lambda: paper_settings(num_slots=50, num_updates=200),
+    "smoke": lambda: paper_settings(
+        num_slots=4, steps_per_slot=200, envs_per_slot=2, warmup_updates=1, joint_updates=1, num_updates=3,
+        checkpoint_every=2, sub=PPOConfig(learning_rate=3e-4, num_minibatches=4, epochs=2),
+        master=PPOConfig(learning_rate=0.01, num_minibatches=2, epochs=2)),
+}
+
+
+def subpolicy_rooms(trainer, state, key, episodes: int = 100) -> dict:
+    """Each sub-policy alone for `episodes` episodes from the start (sampled actions): the fraction
+    of episodes ending in each room."""
+    tasks = jax.vmap(trainer.env.sample_task)(jax.random.split(key, episodes))
+    rooms = room_of_cells()
+    result = {}
+    for k in range(trainer.config.num_subpolicies):
+        cells = np.asarray(run_subpolicy(trainer, state, k, tasks, jax.random.fold_in(key, k)).inner[-1])
+        counts = np.bincount(rooms[cells], minlength=len(ROOMS)) / episodes
+        result[f"subpolicy_{k}"] = {room: round(float(c), 3) for room, c in zip(ROOMS, counts)}
+    return result
+
+
+def analyse(result, out) -> dict:
+    state = common.shared_part_on_host(result.state)
+    return {"subpolicy_rooms": subpolicy_rooms(result.trainer, state, jax.random.PRNGKey(result.trainer.config.seed + 1))}
+
+
+def main(argv=None) -> dict:
+    return common.run_with_shared_baseline("experiments.four_rooms", "Four rooms", PRESETS, argv, analyse,
+                                           default_preset="fast")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
