@@ -63,6 +63,35 @@ def plot_learning_curves(
     plt.close(fig)
 
 
+def plot_mean_and_spread(
+    x: Sequence[float],
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: pathlib.Path,
+    title: str,
+    xlabel: str,
+    paper_levels: Mapping[str, float] | None = None,
+) -> None:
+    """One line per label with a +-1 spread band: curves maps label -> (mean [n], spread [n])."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    x = np.asarray(x, dtype=float)
+    for i, (label, (mean, spread)) in enumerate(curves.items()):
+        mean, spread = np.asarray(mean, dtype=float), np.asarray(spread, dtype=float)
+        ax.plot(x, mean, color=f"C{i}", marker="o", ms=3, label=label)
+        ax.fill_between(x, mean - spread, mean + spread, color=f"C{i}", alpha=0.2)
+    for label, level in (paper_levels or {}).items():
+        ax.axhline(level, color="gray", ls=":", lw=1)
+        ax.text(0.01, level, f" paper: {label} ~{level:g}", transform=ax.get_yaxis_transform(),
+                va="bottom", fontsize=8, color="gray")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mean episode return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_bandit_subpolicies(
     positions: np.ndarray, goals: np.ndarray, path: pathlib.Path, world_size: float, goal_radius: float
 ) -> None:

@@ -315,7 +315,13 @@ class Trainer:
         )
 
     def _episode_metrics(self, episodes, in_joint_phase, phase) -> dict[str, jax.Array]:
-        """Mean returns of the episodes that ended (all slots, joint-phase slots, per phase), usage."""
+        """Mean returns of the episodes that ended (all slots, joint-phase slots, per phase), their
+        spread over slots (std of the per-slot mean returns, over slots where an episode ended),
+        usage."""
+        def mean_over_slots(values, mask):
+            count = jnp.sum(mask)
+            return jnp.where(count > 0, jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(count, 1), jnp.nan)
+
         def mean_over(mask):
             total = jnp.sum(jnp.where(mask, episodes.return_sum, 0.0))
             count = jnp.sum(jnp.where(mask, episodes.episode_count, 0.0))
@@ -324,8 +330,12 @@ class Trainer:
         all_slots = jnp.ones_like(in_joint_phase)
         by_phase = jax.vmap(lambda p: mean_over(phase == p))(jnp.arange(self.config.lifetime))
         usage = episodes.sub_steps / jnp.sum(episodes.sub_steps, axis=-1, keepdims=True)
+        ended = episodes.episode_count > 0
+        slot_means = episodes.return_sum / jnp.maximum(episodes.episode_count, 1.0)
+        spread = jnp.sqrt(mean_over_slots(jnp.square(slot_means - mean_over_slots(slot_means, ended)), ended))
         return {
             "mean_return": mean_over(all_slots),
+            "return_std_over_slots": spread,
             "mean_return_post_warmup": mean_over(in_joint_phase),
             "mean_return_by_phase": by_phase,
             "sub_usage": jnp.mean(usage, axis=0),

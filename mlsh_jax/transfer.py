@@ -65,6 +65,11 @@ def check_compatible(run_dir: str | pathlib.Path, trainer: Trainer):
                         f"(use --set num_subpolicies={source.num_subpolicies})")
     if problems:
         raise TransferError(f"--subs-from {run} ({source.env}) does not fit {target.name}: " + "; ".join(problems))
+    _check_finished(run, source)
+    return source
+
+
+def _check_finished(run: pathlib.Path, source) -> None:
     manager = checkpoint.checkpoint_manager(run, create=False) if (run / checkpoint.CHECKPOINT_DIR).is_dir() else None
     try:
         done = checkpoint.steps(manager) if manager is not None else []
@@ -73,23 +78,78 @@ def check_compatible(run_dir: str | pathlib.Path, trainer: Trainer):
             manager.close()
     if not done or done[-1] < source.num_updates:
         last = done[-1] if done else "none"
-        raise TransferError(f"--subs-from {run} is not a finished run: its newest checkpoint is at update "
+        raise TransferError(f"{run} is not a finished run: its newest checkpoint is at update "
                             f"{last} of {source.num_updates} (finish it with --resume first)")
-    return source
 
 
 def load_subpolicies(run_dir: str | pathlib.Path, trainer: Trainer) -> TransferredSubpolicies:
     """The finished run's sub-policies and observation statistics, checked against `trainer`."""
-    source = check_compatible(run_dir, trainer)
+    state = _restore_final_state(run_dir, check_compatible(run_dir, trainer), trainer)
+    return TransferredSubpolicies(params=state.subs.params, obs_stats=state.obs_stats)
+
+
+def load_shared_policy(run_dir: str | pathlib.Path, trainer: Trainer) -> TransferredSubpolicies:
+    """The policy of a finished shared-policy run (`algorithm="shared"`: params with a leading axis
+    of 1) and its observation statistics, to fine-tune as per-slot flat policies (see
+    `primitive_subpolicies`) on `trainer`'s env."""
+    run = pathlib.Path(run_dir)
+    try:
+        source = load_config(run)
+    except RunLoadError as error:
+        raise TransferError(f"{run}: {error}") from None
+    if source.algorithm != "shared":
+        raise TransferError(f"{run} trained {source.algorithm!r}, not a shared policy")
+    if source.env != trainer.config.env or tuple(source.hidden_sizes) != tuple(trainer.config.hidden_sizes):
+        raise TransferError(f"{run} ({source.env}, networks {tuple(source.hidden_sizes)}) does not fit "
+                            f"{trainer.config.env} with networks {tuple(trainer.config.hidden_sizes)}")
+    _check_finished(run, source)
+    state = _restore_final_state(run, source, trainer)
+    return TransferredSubpolicies(params=state.subs.params, obs_stats=state.obs_stats)
+
+
+def _restore_final_state(run_dir, source, trainer: Trainer) -> TrainState:
     source_trainer = Trainer(source, mesh=trainer.mesh)
     manager = checkpoint.checkpoint_manager(pathlib.Path(run_dir), create=False)
     try:
         state, _ = checkpoint.restore(manager, checkpoint.steps(manager)[-1], source_trainer.abstract_state())
     except checkpoint.CheckpointError as error:
-        raise TransferError(f"--subs-from {run_dir}: {error}") from None
+        raise TransferError(f"{run_dir}: {error}") from None
     finally:
         manager.close()
-    return TransferredSubpolicies(params=state.subs.params, obs_stats=state.obs_stats)
+    return state
+
+
+def primitive_subpolicies(trainer: Trainer, obs_stats) -> TransferredSubpolicies:
+    """K = action_size "sub-policies" of which sub-policy k always takes discrete action k.
+
+    With them (frozen), N = 1 and no exploration mixture, each slot's master *is* a flat policy
+    over the env's actions, trained on its own task: the single-policy-from-scratch and
+    fine-tuned-shared-policy baselines run in the same trainer as MLSH.
+    """
+    env = trainer.env
+    if env.continuous_actions or trainer.config.num_subpolicies != env.action_size:
+        raise TransferError(f"primitive sub-policies need discrete actions and num_subpolicies = action_size "
+                            f"({env.action_size}); got {trainer.config.num_subpolicies} for {env.name}")
+    template = trainer.sub_model.init(jax.random.PRNGKey(0), jnp.zeros((1, env.subpolicy_observation_size)))
+    zeros = jax.tree.map(jnp.zeros_like, template)
+    output = zeros["params"]["policy"]
+    last = sorted(name for name in output if name.startswith("Dense_"))[-1]
+
+    def always(k):
+        bias = 1e3 * jax.nn.one_hot(k, env.action_size)           # logits: only k can be drawn
+        layers = dict(output, **{last: dict(output[last], bias=bias)})
+        return {"params": dict(zeros["params"], policy=layers)}
+
+    params = jax.tree.map(lambda *xs: jnp.stack(xs), *[always(k) for k in range(env.action_size)])
+    return TransferredSubpolicies(params=params, obs_stats=obs_stats)
+
+
+def with_master_params(trainer: Trainer, state: TrainState, params) -> TrainState:
+    """`state` with every slot's master set to `params` (one network, unstacked) and a fresh
+    optimizer state: fine-tuning one policy separately on every slot's task."""
+    stacked = jax.tree.map(lambda x: jnp.broadcast_to(x, (trainer.config.num_slots,) + x.shape), params)
+    master = state.slots.master.replace(params=stacked, opt_state=jax.vmap(trainer.master_optimizer.init)(stacked))
+    return jax.device_put(state.replace(slots=state.slots.replace(master=master)), trainer.state_sharding)
 
 
 def with_subpolicies(trainer: Trainer, state: TrainState, transferred: TransferredSubpolicies) -> TrainState:
