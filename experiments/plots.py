@@ -17,7 +17,7 @@ def _column(rows: Sequence[Mapping[str, float]], name: str) -> np.ndarray:
     return np.array([r.get(name, math.nan) for r in rows], dtype=float)
 
 
-def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean over `window` points, ignoring NaNs."""
     out = np.full_like(values, np.nan)
     for i in range(len(values)):
@@ -45,9 +45,9 @@ def plot_learning_curves(
     for i, (label, rows) in enumerate(runs.items()):
         color = f"C{i}"
         updates = _column(rows, "update")
-        ax.plot(updates, _smooth(_column(rows, "mean_return_post_warmup"), smooth), color=color,
+        ax.plot(updates, trailing_mean(_column(rows, "mean_return_post_warmup"), smooth), color=color,
                 label=f"{label} (post-warmup slots)")
-        ax.plot(updates, _smooth(_column(rows, "mean_return"), smooth), color=color, ls="--", alpha=0.6,
+        ax.plot(updates, trailing_mean(_column(rows, "mean_return"), smooth), color=color, ls="--", alpha=0.6,
                 label=f"{label} (all slots)")
     for i, (label, level) in enumerate((paper_levels or {}).items()):
         ax.axhline(level, color="gray", ls=":", lw=1)

@@ -36,3 +36,29 @@ def test_paper_settings_are_the_papers():
     config = four_rooms.PRESETS["paper"]()
     assert (config.episode_length, config.macro_duration, config.num_subpolicies, config.warmup_updates,
             config.joint_updates, config.num_slots, config.steps_per_slot) == (100, 25, 4, 20, 30, 10, 2000)
+
+
+def test_bandit_ablations_run_every_variant_and_report_over_seeds(tmp_path):
+    from experiments import moving_bandits_studies as studies
+    out = tmp_path / "ablations"
+    argv = ["ablations", "--out", str(out), "--preset", "smoke", "--seeds", "2", "--updates", "3", "--slots", "2",
+            "--no-progress"]
+    report = studies.main(argv)
+    saved = json.loads((out / "study.json").read_text())["final_post_warmup_return"]
+    assert list(saved) == list(studies.STUDIES["ablations"]) == list(report)
+    for label, entry in saved.items():
+        assert len(entry["per_seed"]) == 2
+        for seed in range(2):
+            config = json.loads((out / studies.slug(label) / f"s{seed}" / "config.json").read_text())
+            assert config["seed"] == seed and config["num_updates"] == 3
+    no_warmup = json.loads((out / "mlsh_no_warmup_w_0" / "s0" / "config.json").read_text())
+    same_timescale = json.loads((out / "mlsh_same_timescale_n_1" / "s0" / "config.json").read_text())
+    assert (no_warmup["warmup_updates"], no_warmup["joint_updates"]) == (0, 10)
+    assert same_timescale["macro_duration"] == 1
+    assert (out / "study.png").stat().st_size > 1000
+    # Called again, the finished runs are reused (nothing retrained) and the report is the same.
+    assert json.dumps(studies.main(argv)) == json.dumps(report)
+    # Another setting into the same directory is refused.
+    with pytest.raises(SystemExit) as exit_info:
+        studies.main(argv[:-2] + ["4", "--no-progress"])
+    assert exit_info.value.code == 2
