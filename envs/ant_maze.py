@@ -27,6 +27,7 @@ import numpy as np
 from flax import struct
 
 from envs.ant import AntTaskEnv, Box, parked_geom_positions
+from envs.base import tasks_of_split
 
 LAYOUTS = (
     (".## .## ###", (8.0, 24.0)),
@@ -93,15 +94,7 @@ class AntMaze(AntTaskEnv):
 
     def __init__(self, episode_length: int = 1000, split: str = "train", layouts: tuple[int, ...] | None = None,
                  backend: str = "spring"):
-        if layouts is None:
-            if split not in SPLITS:
-                raise ValueError(f"unknown layout split {split!r}; use one of {', '.join(SPLITS)}")
-            layouts = SPLITS[split]
-        bad = [i for i in layouts if not 0 <= int(i) < len(LAYOUTS)]
-        if not layouts or bad:
-            raise ValueError(f"layouts must be a non-empty list of indices in 0..{len(LAYOUTS) - 1}, "
-                             f"got {list(layouts)}")
-        self.layouts = tuple(int(i) for i in layouts)
+        self.layouts = tasks_of_split(SPLITS, split, layouts, len(LAYOUTS), "layout")
         slots = layout_blocks(0) + [Box(0.0, 0.0, CELL_HALF, CELL_HALF)] * (MAX_BLOCKS - len(layout_blocks(0)))
         super().__init__(episode_length, boxes=slots + arena_walls(), backend=backend)
         self._geom_pos = jnp.asarray(np.stack([self._layout_geom_pos(i) for i in range(len(LAYOUTS))]))

@@ -58,6 +58,21 @@ class AutoResetStep:
     final_obs: jax.Array
 
 
+def tasks_of_split(splits: dict[str, tuple[int, ...]], split: str, explicit: tuple[int, ...] | None,
+                   count: int, what: str) -> tuple[int, ...]:
+    """The task indices an env draws from: `explicit` if given, else `splits[split]`; raises
+    ValueError for an unknown split or indices outside 0..count-1 (`what` names them: "layout",
+    "goal cell")."""
+    if explicit is None:
+        if split not in splits:
+            raise ValueError(f"unknown {what} split {split!r}; use one of {', '.join(splits)}")
+        explicit = splits[split]
+    bad = [i for i in explicit if not 0 <= int(i) < count]
+    if not explicit or bad:
+        raise ValueError(f"{what}s must be a non-empty list of indices in 0..{count - 1}, got {list(explicit)}")
+    return tuple(int(i) for i in explicit)
+
+
 class TaskEnv(abc.ABC):
     """A distribution of tasks over one environment, in pure JAX.
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from envs.base import TaskEnv
+from envs.base import TaskEnv, tasks_of_split
 
 MAP = (
     "wwwwwwwwwwwww",
@@ -113,16 +113,8 @@ class FourRooms(TaskEnv):
     def __init__(self, episode_length: int = 100, split: str = "train", goal_cells: tuple[int, ...] | None = None):
         if episode_length < 1:
             raise ValueError(f"episode_length must be >= 1, got {episode_length}")
-        if goal_cells is None:
-            if split not in SPLITS:
-                raise ValueError(f"unknown goal split {split!r}; use one of {', '.join(SPLITS)}")
-            goal_cells = SPLITS[split]
-        bad = [c for c in goal_cells if not 0 <= int(c) < len(FREE_CELLS)]
-        if not goal_cells or bad:
-            raise ValueError(f"goal cells must be a non-empty list of free-cell indices in 0..{len(FREE_CELLS) - 1}, "
-                             f"got {list(goal_cells)}")
         self.episode_length = episode_length
-        self.goal_cells = tuple(int(c) for c in goal_cells)
+        self.goal_cells = tasks_of_split(SPLITS, split, goal_cells, len(FREE_CELLS), "goal cell")
 
     def sample_task(self, key: jax.Array) -> FourRoomsTask:
         return FourRoomsTask(goal=jax.random.choice(key, jnp.asarray(self.goal_cells, jnp.int32)))

@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from envs.base import TaskEnv
-from envs.moving_bandits import ACTION_MOVES, GOAL_RADIUS, WORLD_SIZE, MovingBanditsTask
+from envs.moving_bandits import ACTION_MOVES, GOAL_RADIUS, WORLD_SIZE, MovingBandits
 
 KEY_RADIUS = 50.0
 
@@ -31,20 +30,15 @@ class KeyDoorInner:
     has_key: jax.Array
 
 
-class KeyDoor(TaskEnv):
-    """The key-door task distribution (2 tasks: which door pays once the key is held)."""
+class KeyDoor(MovingBandits):
+    """The key-door task distribution (2 tasks: which door pays once the key is held); the world,
+    actions and tasks are those of moving bandits."""
 
     name = "key_door"
     observation_size = 9
-    action_size = 5
 
     def __init__(self, episode_length: int = 100):
-        if episode_length < 1:
-            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
-        self.episode_length = episode_length
-
-    def sample_task(self, key: jax.Array) -> MovingBanditsTask:
-        return MovingBanditsTask(correct_goal=jax.random.randint(key, (), 0, 2, jnp.int32))
+        super().__init__(episode_length)
 
     def _reset(self, task, key):
         points = jax.random.uniform(key, (3, 2), minval=0.0, maxval=WORLD_SIZE)

@@ -49,18 +49,7 @@ def plot_learning_curves(
                 label=f"{label} (post-warmup slots)")
         ax.plot(updates, trailing_mean(_column(rows, "mean_return"), smooth), color=color, ls="--", alpha=0.6,
                 label=f"{label} (all slots)")
-    for i, (label, level) in enumerate((paper_levels or {}).items()):
-        ax.axhline(level, color="gray", ls=":", lw=1)
-        ax.text(0.01, level, f" paper: {label} ~{level:g}", transform=ax.get_yaxis_transform(),
-                va="bottom", fontsize=8, color="gray")
-    ax.set_xlabel("update")
-    ax.set_ylabel("mean episode return")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish_return_plot(fig, ax, path, title, "update", paper_levels)
 
 
 def plot_mean_and_spread(
@@ -78,6 +67,11 @@ def plot_mean_and_spread(
         mean, spread = np.asarray(mean, dtype=float), np.asarray(spread, dtype=float)
         ax.plot(x, mean, color=f"C{i}", marker="o", ms=3, label=label)
         ax.fill_between(x, mean - spread, mean + spread, color=f"C{i}", alpha=0.2)
+    _finish_return_plot(fig, ax, path, title, xlabel, paper_levels)
+
+
+def _finish_return_plot(fig, ax, path, title: str, xlabel: str, paper_levels: Mapping[str, float] | None) -> None:
+    """Paper levels as dotted lines with labels, axes, legend; saves and closes the figure."""
     for label, level in (paper_levels or {}).items():
         ax.axhline(level, color="gray", ls=":", lw=1)
         ax.text(0.01, level, f" paper: {label} ~{level:g}", transform=ax.get_yaxis_transform(),

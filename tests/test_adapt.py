@@ -79,7 +79,7 @@ def _four_rooms_config_only(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--split", "test"], "unknown goal split 'test'"),
+    (["--split", "test"], "unknown goal cell split 'test'"),
     (["--goal-cells", "3,104"], "0..103"),
     (["--goal-cells", "3,x"], "comma-separated integers"),
 ])

@@ -114,7 +114,7 @@ def test_four_rooms_splits_and_bad_goals():
     env = FourRooms(split="heldout")
     goals = jax.vmap(lambda k: env.sample_task(k).goal)(jax.random.split(jax.random.PRNGKey(0), 2000))
     assert set(np.asarray(goals).tolist()) == heldout
-    with pytest.raises(ValueError, match="unknown goal split 'test'"):
+    with pytest.raises(ValueError, match="unknown goal cell split 'test'"):
         FourRooms(split="test")
     with pytest.raises(ValueError, match="0..103"):
         FourRooms(goal_cells=(5, 104))
