@@ -17,8 +17,13 @@ import json
 import pathlib
 import sys
 
+import jax
+import numpy as np
+
+from envs.ant_obstacles import GOAL
 from experiments import ant_family, common, plots
 from mlsh_jax.distributed import is_main_process
+from mlsh_jax.evaluation import run_hierarchy, run_subpolicy
 from mlsh_jax.files import write_json
 from mlsh_jax.loading import RunLoadError, load_config
 from mlsh_jax.trainer import Trainer
@@ -40,6 +45,37 @@ PRESETS = {
         ant_family.smoke_settings("ant_obstacles", 2, episode_length=40, train_subpolicies=False,
                                   joint_updates=0), warmup_updates=2),
 }
+
+
+def course_progress(trajectory_obs, rewards) -> dict:
+    """How far the ant got, from one episode per policy: observations [T + 1, n, 29] (torso x, y
+    last) and rewards [T, n]. Distances to the goal's centre in metres; the reward zone is the
+    disc of radius sqrt(30) around it."""
+    xy = np.asarray(trajectory_obs[..., -2:])
+    distance = np.linalg.norm(xy - np.asarray(GOAL), axis=-1)                 # [T + 1, n]
+    closest = distance.min(axis=0)
+    return {"episodes": int(xy.shape[1]), "start_distance": round(float(distance[0].mean()), 2),
+            "closest_distance_mean": round(float(closest.mean()), 2),
+            "closest_distance_best": round(float(closest.min()), 2),
+            "final_distance_mean": round(float(distance[-1].mean()), 2),
+            "episodes_with_reward": float((np.asarray(rewards).sum(axis=0) > 0).mean()),
+            "mean_return": round(float(np.asarray(rewards).sum(axis=0).mean()), 2)}
+
+
+def masters_progress(result) -> dict:
+    """Each slot's trained master over the transferred sub-policies, one sampled episode."""
+    state = result.state
+    key = jax.random.PRNGKey(result.trainer.config.seed + 1)
+    trajectory, _ = run_hierarchy(result.trainer, state, state.slots.master.params, state.slots.task, key)
+    return course_progress(trajectory.obs, trajectory.reward[1:])
+
+
+def flat_progress(result, episodes: int) -> dict:
+    """The flat policy, `episodes` sampled episodes."""
+    key = jax.random.PRNGKey(result.trainer.config.seed + 1)
+    tasks = jax.vmap(result.trainer.env.sample_task)(jax.random.split(key, episodes))
+    trajectory = run_subpolicy(result.trainer, result.state, 0, tasks, key)
+    return course_progress(trajectory.obs, trajectory.reward[1:])
 
 
 def flat_ppo(config):
@@ -74,17 +110,20 @@ def main(argv=None) -> dict:
     mlsh = common.train_or_exit(module, config, out, resume=args.resume, trainer=trainer,
                                 progress=not args.no_progress, description="masters over transferred subs",
                                 prepare_state=lambda state: with_subpolicies(trainer, state, transferred))
-    summary = dict(mlsh.summary, subs_from=str(args.subs_from))
+    single_process = jax.process_count() == 1  # the progress episodes need every slot's master here
+    summary = dict(mlsh.summary, subs_from=str(args.subs_from),
+                   progress=masters_progress(mlsh) if single_process else None)
     curves = {"MLSH transfer": mlsh.rows}
     if not args.no_baseline:
         flat = common.train_or_exit(module, flat_ppo(config), baseline_out, resume=resume_baseline,
                                     progress=not args.no_progress, description="flat PPO")
         curves["flat PPO from scratch"] = flat.rows
-        summary["baseline_flat_ppo"] = {k: flat.summary[k] for k in ("mean_return", "wall_s")}
+        summary["baseline_flat_ppo"] = dict({k: flat.summary[k] for k in ("mean_return", "wall_s")},
+                                            progress=flat_progress(flat, config.num_slots) if single_process else None)
     if is_main_process():
         write_json(out / "summary.json", summary)
         plots.plot_learning_curves(curves, out / "learning_curve.png", title="Ant obstacle course", smooth=5)
-        print(json.dumps({k: summary[k] for k in ("mean_return", "wall_s")}
+        print(json.dumps({k: summary[k] for k in ("mean_return", "wall_s", "progress")}
                          | {k: summary[k] for k in ("baseline_flat_ppo",) if k in summary}))
     return summary
 

@@ -52,6 +52,10 @@ def test_obstacles_trains_masters_over_the_transferred_subpolicies(twowalk_run, 
     summary = ant_obstacles.main(["--preset", "smoke", "--out", str(out), "--no-progress",
                                   "--subs-from", str(source)])
     assert "baseline_flat_ppo" in summary and (out / "flat_ppo" / "metrics.csv").is_file()
+    for progress in (summary["progress"], summary["baseline_flat_ppo"]["progress"]):
+        # The smoke course is 40 steps long: the ant stays near its start, ~86 m from the goal.
+        assert progress["episodes"] == 2 and 80 < progress["closest_distance_mean"] <= progress["start_distance"]
+        assert progress["episodes_with_reward"] == 0.0 and progress["mean_return"] == 0.0
     course, walked = load_run(out), load_run(source)
     assert not course.config.train_subpolicies and course.config.num_subpolicies == 2
     # The course run's sub-policies are the twowalk run's, unchanged by training.
