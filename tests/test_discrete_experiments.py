@@ -38,6 +38,24 @@ def test_paper_settings_are_the_papers():
             config.joint_updates, config.num_slots, config.steps_per_slot) == (100, 25, 4, 20, 30, 10, 2000)
 
 
+def test_study_variants_are_the_papers_ablations_and_sweep():
+    from experiments import moving_bandits_studies as studies
+    runs = {(label, seed): config for label, seed, config in studies.variant_configs("ablations", 3, 50, 100)}
+    assert len(runs) == 12 and {seed for _, seed in runs} == {0, 1, 2}
+    mlsh = runs[("MLSH", 0)]
+    assert (mlsh.num_slots, mlsh.num_updates, mlsh.warmup_updates, mlsh.joint_updates, mlsh.macro_duration,
+            mlsh.num_subpolicies) == (100, 50, 9, 1, 10, 2)
+    assert (runs[("MLSH, no warmup (W=0)", 1)].warmup_updates, runs[("MLSH, no warmup (W=0)", 1)].lifetime) == (0, 10)
+    assert runs[("MLSH, same timescale (N=1)", 2)].macro_duration == 1
+    assert runs[("shared policy", 0)].algorithm == "shared"
+    sweep = {label: config for label, seed, config in studies.variant_configs("sweep", 1, 50, 100)}
+    assert [(c.num_subpolicies, c.warmup_updates, c.joint_updates) for c in sweep.values()] == [
+        (1, 9, 1), (2, 9, 1), (4, 9, 1), (2, 1, 1), (2, 20, 1)]
+    labels = {label for label, _ in runs} | set(sweep)
+    assert len({studies.slug(label) for label in labels}) == len(labels)   # one directory per variant
+
+
+@pytest.mark.slow
 def test_bandit_ablations_run_every_variant_and_report_over_seeds(tmp_path):
     from experiments import moving_bandits_studies as studies
     out = tmp_path / "ablations"
