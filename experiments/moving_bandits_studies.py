@@ -8,7 +8,7 @@ plot), one command each:
 fresh master's first update), MLSH on the same timescale (N=1), the shared policy.
 `sweep`: K in {1, 2, 4} at W=9 and W in {1, 20} at K=2 (U=1 throughout, as in the paper).
 Every variant starts from the `fast` preset (100 task slots; `--preset smoke` for a quick check) and runs once per seed into
-OUT/<variant>/s<seed> (a run directory of its own: an interrupted study continues where it stopped
+OUT/<variant>/s<seed> (the seeds of a variant share one compiled update; a run directory each: an interrupted study continues where it stopped
 when called again with the same arguments). Writes OUT/study.json (per variant: each seed's mean
 post-warmup return over the last 10% of updates, their mean and std) and OUT/study.png (mean +- std
 over seeds per update).
@@ -28,6 +28,7 @@ from experiments import common, plots
 from experiments.moving_bandits import PRESETS
 from mlsh_jax.files import write_json
 from mlsh_jax.loading import load_config
+from mlsh_jax.trainer import Trainer
 
 MODULE = "experiments.moving_bandits_studies"
 
@@ -116,10 +117,11 @@ def main(argv=None) -> dict:
     steps = runs[0][2].num_updates * runs[0][2].env_steps_per_update
     print(f"{args.study}: {len(STUDIES[args.study])} variants x {args.seeds} seeds, {steps:,} env steps each "
           f"-> {args.out}", flush=True)
-    curves, report = {}, {}
+    curves, report, trainers = {}, {}, {}
     for label, seed, config in runs:
         out = args.out / slug(label) / f"s{seed}"
-        result = common.train_or_exit(MODULE, config, out, resume=common.can_resume(out),
+        trainer = trainers.setdefault(label, Trainer(config))     # the seeds of a variant share one compile
+        result = common.train_or_exit(MODULE, config, out, resume=common.can_resume(out), trainer=trainer,
                                       progress=not args.no_progress, description=f"{label} s{seed}")
         curves.setdefault(label, []).append([r["mean_return_post_warmup"] for r in result.rows])
         report.setdefault(label, {"per_seed": []})["per_seed"].append(_rounded(final_return(result.rows)))

@@ -134,7 +134,8 @@ def train(
       resume: continue `out_dir` from its newest checkpoint (see `resume.find_resume_point`); a run
         that is already complete is returned as it is, without training.
       trainer: a prebuilt trainer (built here when None), e.g. to share one compiled update between
-        runs; its configuration may differ from `config` only in `RESUMABLE_FIELDS`.
+        runs (seeds of one configuration: one compile); its configuration may differ from `config`
+        only in `RESUMABLE_FIELDS` and `seed` (which only draws the initial state).
       progress, description: progress bar and its label.
       tensorboard: also write TensorBoard event files.
       on_metrics: called with every new metrics row.
@@ -148,7 +149,7 @@ def train(
     """
     if trainer is None:
         trainer = Trainer(config)
-    mismatched = sorted(set(config_differences(trainer.config, config)) - set(RESUMABLE_FIELDS))
+    mismatched = sorted(set(config_differences(trainer.config, config)) - set(RESUMABLE_FIELDS) - {"seed"})
     if mismatched:
         raise ValueError(f"the trainer was built for another configuration (differs in {', '.join(mismatched)})")
     main = distributed.is_main_process()

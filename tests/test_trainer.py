@@ -127,3 +127,17 @@ def test_shared_baseline_trains_one_policy_on_every_slot():
     assert int(metrics["joint_slots"]) == config.num_slots
     assert np.isfinite(float(metrics["mean_return_post_warmup"]))
     assert not leaves_equal(previous, state.subs.params)
+
+
+def test_seeds_share_one_compiled_trainer(tmp_path):
+    from mlsh_jax.run import train
+    seed_0, seed_1 = tiny_config(num_updates=2), tiny_config(num_updates=2, seed=1)
+    shared = Trainer(seed_0)
+    first = train(seed_0, tmp_path / "s0", trainer=shared, tensorboard=False)
+    second = train(seed_1, tmp_path / "s1", trainer=shared, tensorboard=False)
+    alone = train(seed_1, tmp_path / "alone", tensorboard=False)
+    assert not leaves_equal(first.state.subs.params, second.state.subs.params)
+    assert leaves_equal(second.state.subs.params, alone.state.subs.params)
+    assert leaves_equal(second.state.slots.master.params, alone.state.slots.master.params)
+    with pytest.raises(ValueError, match="differs in num_slots"):
+        train(tiny_config(num_slots=4), tmp_path / "other", trainer=shared)
