@@ -15,9 +15,11 @@ policy over the env's actions (`mlsh_jax.transfer.primitive_subpolicies`); "sing
 it from scratch, "shared policy fine-tuned" from the shared-policy baseline of --run
 (RUN/baseline_shared, or --shared-from). Both are trained with the run's sub-policy PPO settings.
 
-Writes DIR2/mlsh, DIR2/single_policy, DIR2/shared_finetuned (each the run contract), and
-DIR2/adapt.json (mean and spread over tasks of the return after each update, per update and per
-env step of one task) with DIR2/adapt.png.
+Writes DIR2/mlsh, DIR2/single_policy, DIR2/shared_finetuned (each the run contract; with several
+--run, under DIR2/<run name>/), and DIR2/adapt.json (the return after each update, per update and
+per env step of one task: mean, spread over tasks, spread over runs) with DIR2/adapt.png.
+
+    python -m experiments.adapt --run runs/mb_s0 --run runs/mb_s1 --run runs/mb_s2 --out DIR2   # 3 seeds
 """
 
 from __future__ import annotations
@@ -31,15 +33,16 @@ import pathlib
 import sys
 
 import jax
+import numpy as np
 
 from envs import env_class
 from experiments import common, plots
-from mlsh_jax.config import MLSHConfig
+from mlsh_jax.config import MLSHConfig, config_differences
 from mlsh_jax.files import write_json
 from mlsh_jax.loading import RunLoadError, load_config
 from mlsh_jax.trainer import Trainer
-from mlsh_jax.transfer import (TransferError, check_compatible, load_shared_policy, load_subpolicies,
-                               primitive_subpolicies, with_master_params, with_subpolicies)
+from mlsh_jax.transfer import (TransferError, TransferredSubpolicies, check_compatible, load_shared_policy,
+                               load_subpolicies, primitive_subpolicies, with_master_params, with_subpolicies)
 
 MODULE = "experiments.adapt"
 # The paper's adaptation curves, where it gives them (MLSH_SPEC.md section 4).
@@ -51,13 +54,15 @@ PAPER_LEVELS = {
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=pathlib.Path, required=True, help="finished MLSH run whose sub-policies to use")
+    parser.add_argument("--run", type=pathlib.Path, required=True, action="append",
+                        help="finished MLSH run whose sub-policies to use; repeat for several runs (e.g. seeds): "
+                             "each adapts into OUT/<run name>, adapt.json has the mean and spread over runs")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="directory to create (must not exist or be empty)")
     parser.add_argument("--split", default=None, help="which held-out tasks (envs that have splits; default heldout)")
     parser.add_argument("--goal-cells", default=None, help="four rooms: comma-separated goal cell indices instead of a split")
     parser.add_argument("--updates", type=int, default=15, help="master updates on each unseen task (default 15)")
     parser.add_argument("--slots", type=int, default=100, help="unseen tasks trained in parallel (default 100)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first run's adaptation (+1 per run)")
     parser.add_argument("--shared-from", type=pathlib.Path, default=None,
                         help="shared-policy run to fine-tune (default RUN/baseline_shared when it exists)")
     parser.add_argument("--no-baselines", action="store_true", help="MLSH only")
@@ -105,73 +110,128 @@ def flat_settings(source: MLSHConfig, num_actions: int, slots: int, updates: int
                                macro_duration=1, random_master_action_prob=0.0, master=source.sub)
 
 
-def curve(rows: list[dict]) -> dict:
-    """Mean and spread over tasks of the return after each update (None where no episode ended)."""
-    def clean(values):
-        return [None if not math.isfinite(v) else round(float(v), 4) for v in values]
+def _finite_or_none(values) -> list:
+    return [None if not math.isfinite(v) else round(float(v), 4) for v in values]
 
-    return {"mean": clean([r["mean_return"] for r in rows]),
-            "std_over_tasks": clean([r["return_std_over_slots"] for r in rows]),
-            "wall_s": round(float(rows[-1]["wall_s"]), 1)}
+
+@dataclasses.dataclass
+class AdaptPlan:
+    """Everything one source run's adaptation needs, checked before anything trains."""
+
+    run: pathlib.Path
+    out: pathlib.Path
+    mlsh: tuple[MLSHConfig, TransferredSubpolicies]
+    flat: MLSHConfig | None            # the flat-policy baselines' configuration (discrete envs)
+    shared: TransferredSubpolicies | None
+
+
+def plan(run: pathlib.Path, out: pathlib.Path, seed: int, args, trainers: dict) -> tuple[AdaptPlan, str]:
+    """Checks `run` and builds (or reuses from `trainers`: one compile for every run) what its
+    adaptation trains. Returns the plan and a description of the unseen tasks. Raises the
+    command's input errors."""
+    try:
+        source = load_config(run)
+    except RunLoadError as error:
+        raise TransferError(f"--run {run}: {error}") from None
+    if source.algorithm != "mlsh":
+        raise common.UsageError(f"--run {run} trained a {source.algorithm!r} policy; adapt needs an MLSH run")
+    env, tasks = unseen_task_env(source, args.split, args.goal_cells)
+    common.check_out_dir(out)
+    mlsh_config = adapt_settings(source, args.slots, args.updates, seed).validate()
+    trainer = _shared_trainer(trainers, "MLSH", mlsh_config, env, run)
+    check_compatible(run, trainer)
+    flat, shared = None, None
+    if not args.no_baselines and not env.continuous_actions:
+        flat = flat_settings(source, env.action_size, args.slots, args.updates, seed).validate()
+        flat_trainer = _shared_trainer(trainers, "flat", flat, env, run)
+        shared_run = args.shared_from or run / "baseline_shared"
+        if args.shared_from is not None or (shared_run / "config.json").is_file():
+            shared = load_shared_policy(shared_run, flat_trainer)
+        else:
+            print(f"note: no shared-policy run at {shared_run}: the fine-tuned baseline is skipped", flush=True)
+    return AdaptPlan(run, out, (mlsh_config, load_subpolicies(run, trainer)), flat, shared), tasks
+
+
+def _shared_trainer(trainers: dict, name: str, config: MLSHConfig, env, run) -> Trainer:
+    """trainers[name], built on first use; later runs must need the same one (seeds may differ)."""
+    if name not in trainers:
+        trainers[name] = Trainer(config, env=env)
+    differences = sorted(set(config_differences(trainers[name].config, config)) - {"seed"})
+    if differences:
+        raise common.UsageError(f"--run {run} differs from the first --run in {', '.join(differences)}; "
+                                f"adapt runs of one configuration together")
+    return trainers[name]
+
+
+def execute(adapt_plan: AdaptPlan, trainers: dict, progress: bool) -> dict:
+    """Trains the plan's MLSH masters and baselines; returns label -> metrics rows."""
+    config, transferred = adapt_plan.mlsh
+    mlsh = trainers["MLSH"]
+    runs = {"MLSH": (config, mlsh, "mlsh", lambda state: with_subpolicies(mlsh, state, transferred))}
+    if adapt_plan.flat is not None:
+        flat = trainers["flat"]
+        runs["single policy"] = (adapt_plan.flat, flat, "single_policy", _flat_start(flat, None))
+        if adapt_plan.shared is not None:
+            runs["shared policy fine-tuned"] = (adapt_plan.flat, flat, "shared_finetuned",
+                                                _flat_start(flat, adapt_plan.shared))
+    rows = {}
+    for label, (run_config, trainer, name, prepare) in runs.items():
+        rows[label] = common.train_or_exit(MODULE, run_config, adapt_plan.out / name, resume=False, trainer=trainer,
+                                           progress=progress, description=f"{label} ({adapt_plan.run.name})",
+                                           prepare_state=prepare).rows
+    return rows
+
+
+def combine(per_run: list[dict]) -> dict:
+    """label -> {mean, std_over_tasks (mean over runs), std_over_runs (None for one run), per_run}
+    from every run's label -> metrics rows."""
+    curves = {}
+    for label in per_run[0]:
+        means = np.array([[r["mean_return"] for r in rows[label]] for rows in per_run], dtype=float)
+        spreads = np.array([[r["return_std_over_slots"] for r in rows[label]] for rows in per_run], dtype=float)
+        curves[label] = {"mean": _finite_or_none(means.mean(axis=0)),
+                         "std_over_tasks": _finite_or_none(spreads.mean(axis=0)),
+                         "std_over_runs": _finite_or_none(means.std(axis=0)) if len(per_run) > 1 else None,
+                         "per_run": [_finite_or_none(m) for m in means]}
+    return curves
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    trainers, plans = {}, []
     try:
         if args.updates < 1 or args.slots < 1:
             raise common.UsageError("--updates and --slots must be >= 1")
-        try:
-            source = load_config(args.run)
-        except RunLoadError as error:
-            raise TransferError(f"--run {args.run}: {error}") from None
-        if source.algorithm != "mlsh":
-            raise common.UsageError(f"--run {args.run} trained a {source.algorithm!r} policy; adapt needs an MLSH run")
-        env, tasks = unseen_task_env(source, args.split, args.goal_cells)
+        names = [run.name for run in args.run]
+        if len(set(names)) < len(names):
+            raise common.UsageError(f"the --run directories need distinct names (they name the outputs): {names}")
         common.check_out_dir(args.out)
-        mlsh_config = adapt_settings(source, args.slots, args.updates, args.seed).validate()
-        trainer = Trainer(mlsh_config, env=env)
-        check_compatible(args.run, trainer)
-        baselines = {}
-        if not args.no_baselines and not env.continuous_actions:
-            flat = flat_settings(source, env.action_size, args.slots, args.updates, args.seed).validate()
-            baselines["single policy"] = ("single_policy", Trainer(flat, env=env), None)
-            shared_run = args.shared_from or args.run / "baseline_shared"
-            if args.shared_from is not None or (shared_run / "config.json").is_file():
-                flat_trainer = Trainer(flat, env=env)
-                baselines["shared policy fine-tuned"] = ("shared_finetuned", flat_trainer,
-                                                         load_shared_policy(shared_run, flat_trainer))
-            else:
-                print(f"note: no shared-policy run at {shared_run}: the fine-tuned baseline is skipped", flush=True)
-        transferred = load_subpolicies(args.run, trainer)
+        for i, run in enumerate(args.run):
+            out = args.out if len(args.run) == 1 else args.out / run.name
+            plans.append(plan(run, out, args.seed + i, args, trainers))
     except common.INPUT_ERRORS + (TransferError,) as error:
         common.exit_with_usage_error(str(error))
 
-    print(f"adapt: {args.slots} unseen {source.env} tasks ({tasks}) x {args.updates} updates, "
-          f"{mlsh_config.steps_per_slot} env steps per task per update: MLSH"
-          f"{''.join(', ' + name for name in baselines)} -> {args.out}", flush=True)
-    results = {"MLSH": common.train_or_exit(
-        MODULE, mlsh_config, args.out / "mlsh", resume=False, trainer=trainer, progress=not args.no_progress,
-        description="MLSH masters", prepare_state=lambda state: with_subpolicies(trainer, state, transferred))}
-    for label, (name, flat_trainer, shared) in baselines.items():
-        results[label] = common.train_or_exit(
-            MODULE, flat_trainer.config, args.out / name, resume=False, trainer=flat_trainer,
-            progress=not args.no_progress, description=label,
-            prepare_state=_flat_start(flat_trainer, shared))
-
-    steps = mlsh_config.steps_per_slot
+    env_name, tasks = plans[0][0].mlsh[0].env, plans[0][1]
+    steps = plans[0][0].mlsh[0].steps_per_slot
+    print(f"adapt: {len(plans)} run(s) x {args.slots} unseen {env_name} tasks ({tasks}) x {args.updates} updates, "
+          f"{steps} env steps per task per update: {', '.join(['MLSH'] + [k for k in trainers if k != 'MLSH'])}"
+          f" -> {args.out}", flush=True)
+    per_run = [execute(adapt_plan, trainers, progress=not args.no_progress) for adapt_plan, _ in plans]
     report = {
-        "run": str(args.run), "env": source.env, "tasks": tasks, "slots": args.slots,
+        "runs": [str(run) for run in args.run], "env": env_name, "tasks": tasks, "slots": args.slots,
         "updates": list(range(1, args.updates + 1)),
         "env_steps_per_task": [steps * u for u in range(1, args.updates + 1)],
-        "curves": {label: curve(result.rows) for label, result in results.items()},
+        "curves": combine(per_run),
     }
     write_json(args.out / "adapt.json", report)
+    spread = "std_over_runs" if len(plans) > 1 else "std_over_tasks"
     plots.plot_mean_and_spread(
         report["env_steps_per_task"],
-        {label: ([math.nan if v is None else v for v in c["mean"]],
-                 [math.nan if v is None else v for v in c["std_over_tasks"]]) for label, c in report["curves"].items()},
-        args.out / "adapt.png", title=f"{source.env}: unseen tasks ({args.slots} in parallel, mean +- std over tasks)",
-        xlabel="env steps on the task", paper_levels=PAPER_LEVELS.get(source.env))
+        {label: ([math.nan if v is None else v for v in c["mean"]], [math.nan if v is None else v for v in c[spread]])
+         for label, c in report["curves"].items()},
+        args.out / "adapt.png", xlabel="env steps on the task", paper_levels=PAPER_LEVELS.get(env_name),
+        title=f"{env_name}: unseen tasks ({len(plans)} run(s) x {args.slots} tasks; band: {spread.replace('_', ' ')})")
     print(json.dumps({label: {"first": c["mean"][0], "last": c["mean"][-1]} for label, c in report["curves"].items()}))
     return report
 

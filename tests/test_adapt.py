@@ -36,8 +36,8 @@ def test_adapt_writes_curves_for_mlsh_and_both_baselines(bandit_run, tmp_path):
     assert set(saved["curves"]) == {"MLSH", "single policy", "shared policy fine-tuned"}
     assert saved["env_steps_per_task"] == [200, 400]
     for curve in saved["curves"].values():
-        assert len(curve["mean"]) == 2 and len(curve["std_over_tasks"]) == 2
-        assert all(v is not None and v >= 0 for v in curve["mean"])
+        assert len(curve["mean"]) == 2 and len(curve["std_over_tasks"]) == 2 and curve["std_over_runs"] is None
+        assert all(v is not None and v >= 0 for v in curve["mean"]) and curve["per_run"] == [curve["mean"]]
     assert (out / "adapt.png").stat().st_size > 1000
     for name in ("mlsh", "single_policy", "shared_finetuned"):
         assert (out / name / "metrics.csv").is_file(), name
@@ -46,6 +46,22 @@ def test_adapt_writes_curves_for_mlsh_and_both_baselines(bandit_run, tmp_path):
     assert json.loads((out / "mlsh" / "config.json").read_text())["num_subpolicies"] == source["num_subpolicies"]
     # A second call never overwrites the first.
     assert _exit_code(["--run", str(bandit_run), "--out", str(out)]) == 2
+
+
+def test_several_runs_adapt_with_one_compile_and_report_the_spread_over_runs(bandit_run, tmp_path):
+    import shutil
+    twin = tmp_path / "bandits_copy"
+    shutil.copytree(bandit_run, twin)
+    out = tmp_path / "adapt"
+    report = adapt.main(["--run", str(bandit_run), "--run", str(twin), "--out", str(out), "--slots", "2",
+                         "--updates", "1", "--no-baselines", "--no-progress"])
+    curve = report["curves"]["MLSH"]
+    assert list(report["curves"]) == ["MLSH"] and len(curve["per_run"]) == 2 and len(curve["std_over_runs"]) == 1
+    assert curve["mean"][0] == pytest.approx(np.mean([r[0] for r in curve["per_run"]]), abs=1e-3)
+    # Each run adapted into its own directory, with its own seed.
+    seeds = [json.loads((out / name / "mlsh" / "config.json").read_text())["seed"] for name in ("bandits", "bandits_copy")]
+    assert seeds == [0, 1]
+    assert _exit_code(["--run", str(bandit_run), "--run", str(bandit_run), "--out", str(tmp_path / "x")]) == 2
 
 
 def test_flat_baseline_is_the_shared_policy_acting_through_primitive_subpolicies(bandit_run):
