@@ -183,13 +183,18 @@ def execute(adapt_plan: AdaptPlan, trainers: dict, progress: bool) -> dict:
 
 
 def combine(per_run: list[dict]) -> dict:
-    """label -> {mean, std_over_tasks (mean over runs), std_over_runs (None for one run), per_run}
+    """label -> {mean, mean_over_updates, std_over_tasks (mean over runs), std_over_runs (None for
+    one run), per_run}
     from every run's label -> metrics rows."""
     curves = {}
     for label in per_run[0]:
         means = np.array([[r["mean_return"] for r in rows[label]] for rows in per_run], dtype=float)
         spreads = np.array([[r["return_std_over_slots"] for r in rows[label]] for rows in per_run], dtype=float)
-        curves[label] = {"mean": _finite_or_none(means.mean(axis=0)),
+        mean = means.mean(axis=0)
+        curves[label] = {"mean": _finite_or_none(mean),
+                         # area under the curve per update (= per env step): the mean over updates
+                         "mean_over_updates": _finite_or_none([np.nanmean(mean)])[0] if np.isfinite(mean).any()
+                         else None,
                          "std_over_tasks": _finite_or_none(spreads.mean(axis=0)),
                          "std_over_runs": _finite_or_none(means.std(axis=0)) if len(per_run) > 1 else None,
                          "per_run": [_finite_or_none(m) for m in means]}
