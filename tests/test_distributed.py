@@ -107,6 +107,7 @@ def test_two_process_cluster_matches_one_process(tmp_path, single):
         "checkpoints", "config.json", "metrics.csv", "summary.json"]
 
 
+@pytest.mark.slow
 def test_checkpoints_move_between_one_and_two_processes(tmp_path, single):
     two_then_one = tmp_path / "two_then_one"
     run_cluster(two_then_one, 2)
@@ -141,6 +142,7 @@ def test_unreachable_coordinator_fails_within_the_timeout(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_processes_disagreeing_on_the_cluster_size_all_stop(tmp_path):
     port = free_port()
     common = ["-m", "experiments.moving_bandits", "--preset", "smoke", "--no-baseline", "--out", str(tmp_path / "run"),

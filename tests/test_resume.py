@@ -98,6 +98,7 @@ def test_sigterm_stops_with_a_checkpoint_and_resume_matches_the_uninterrupted_ru
     assert json.loads((out / "summary.json").read_text())["updates"] == NUM_UPDATES
 
 
+@pytest.mark.slow
 def test_crash_during_a_save_leaves_the_previous_checkpoint_usable(tmp_path, reference):
     out = tmp_path / "run"
     crash_env = dict(os.environ, CRASH_AT_UPDATE=str(2 * CHECKPOINT_EVERY))
