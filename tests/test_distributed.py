@@ -23,6 +23,12 @@ HELPER = str(ROOT / "tests" / "helpers" / "cluster_train.py")
 TWO_DEVICES = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
 ONE_DEVICE = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
 RTOL, ATOL = 1e-3, 1e-4  # masters train at lr 0.01: float differences grow to ~2e-5 in 4 updates
+# ...for almost every weight. Adam's normalised step turns a reduction-order difference in a
+# near-zero gradient into a step of up to the learning rate, so a rare weight drifts further: after
+# 4 updates 1 master weight in 16384 differed by 1.7e-4 (measured). Parameters must match within
+# RTOL/ATOL for >= 99.9% of their elements and within PARAM_ATOL for all; a sharding error moves
+# many elements by far more.
+PARAM_ATOL, PARAM_CLOSE_FRACTION = 1e-3, 0.999
 
 
 def free_port() -> int:
@@ -66,7 +72,14 @@ def assert_close_runs(run, reference):
     got, want = load_run(run), load_run(reference)  # restored here on 1 device, whatever wrote them
     assert got.update == want.update
     for a, b in zip(_leaves(got.state), _leaves(want.state)):
-        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+        assert_params_close(a, b)
+
+
+def assert_params_close(a, b):
+    """See PARAM_ATOL: all elements within PARAM_ATOL, >= 99.9% within RTOL / ATOL."""
+    np.testing.assert_allclose(a, b, rtol=0, atol=PARAM_ATOL)
+    close = np.isclose(a, b, rtol=RTOL, atol=ATOL)
+    assert close.mean() >= PARAM_CLOSE_FRACTION, f"{(~close).sum()} of {close.size} elements differ"
 
 
 def _leaves(state):
