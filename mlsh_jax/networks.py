@@ -117,7 +117,7 @@ class DiagGaussian:
         return jnp.sum(log_std + 0.5 * (1.0 + jnp.log(2 * jnp.pi)), axis=-1)
 
 
-ActionDistribution = Categorical | ExploringCategorical | DiagGaussian
+ActionDistribution = Categorical | DiagGaussian  # ExploringCategorical is a Categorical
 
 
 def action_distribution(action_size: int, continuous: bool) -> ActionDistribution:

@@ -133,7 +133,7 @@ def primitive_subpolicies(trainer: Trainer, obs_stats) -> TransferredSubpolicies
     template = trainer.sub_model.init(jax.random.PRNGKey(0), jnp.zeros((1, env.subpolicy_observation_size)))
     zeros = jax.tree.map(jnp.zeros_like, template)
     output = zeros["params"]["policy"]
-    last = sorted(name for name in output if name.startswith("Dense_"))[-1]
+    last = max((name for name in output if name.startswith("Dense_")), key=lambda name: int(name.split("_")[1]))
 
     def always(k):
         bias = 1e3 * jax.nn.one_hot(k, env.action_size)           # logits: only k can be drawn
