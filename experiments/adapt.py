@@ -123,6 +123,7 @@ class AdaptPlan:
     mlsh: tuple[MLSHConfig, TransferredSubpolicies]
     flat: MLSHConfig | None            # the flat-policy baselines' configuration (discrete envs)
     shared: TransferredSubpolicies | None
+    optimal_return: float | None       # the best mean return on the unseen tasks, where the env knows it
 
 
 def plan(run: pathlib.Path, out: pathlib.Path, seed: int, args, trainers: dict) -> tuple[AdaptPlan, str]:
@@ -149,7 +150,8 @@ def plan(run: pathlib.Path, out: pathlib.Path, seed: int, args, trainers: dict) 
             shared = load_shared_policy(shared_run, flat_trainer)
         else:
             print(f"note: no shared-policy run at {shared_run}: the fine-tuned baseline is skipped", flush=True)
-    return AdaptPlan(run, out, (mlsh_config, load_subpolicies(run, trainer)), flat, shared), tasks
+    optimum = env.optimal_mean_return() if hasattr(env, "optimal_mean_return") else None
+    return AdaptPlan(run, out, (mlsh_config, load_subpolicies(run, trainer)), flat, shared, optimum), tasks
 
 
 def _shared_trainer(trainers: dict, name: str, config: MLSHConfig, env, run) -> Trainer:
@@ -228,6 +230,7 @@ def main(argv=None) -> dict:
         "updates": list(range(1, args.updates + 1)),
         "env_steps_per_task": [steps * u for u in range(1, args.updates + 1)],
         "curves": combine(per_run),
+        "optimal_mean_return": plans[0][0].optimal_return,
     }
     write_json(args.out / "adapt.json", report)
     spread = "std_over_runs" if len(plans) > 1 else "std_over_tasks"
@@ -236,6 +239,7 @@ def main(argv=None) -> dict:
         {label: ([math.nan if v is None else v for v in c["mean"]], [math.nan if v is None else v for v in c[spread]])
          for label, c in report["curves"].items()},
         args.out / "adapt.png", xlabel="env steps on the task", paper_levels=PAPER_LEVELS.get(env_name),
+        references=None if report["optimal_mean_return"] is None else {"optimum": report["optimal_mean_return"]},
         title=f"{env_name}: unseen tasks ({len(plans)} run(s) x {args.slots} tasks; band: {spread.replace('_', ' ')})")
     print(json.dumps({label: {"first": c["mean"][0], "last": c["mean"][-1]} for label, c in report["curves"].items()}))
     return report

@@ -59,23 +59,28 @@ def plot_mean_and_spread(
     title: str,
     xlabel: str,
     paper_levels: Mapping[str, float] | None = None,
+    references: Mapping[str, float] | None = None,
 ) -> None:
-    """One line per label with a +-1 spread band: curves maps label -> (mean [n], spread [n])."""
+    """One line per label with a +-1 spread band: curves maps label -> (mean [n], spread [n]).
+    `paper_levels` and `references` (e.g. the optimum) are drawn as labelled horizontal lines."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     x = np.asarray(x, dtype=float)
     for i, (label, (mean, spread)) in enumerate(curves.items()):
         mean, spread = np.asarray(mean, dtype=float), np.asarray(spread, dtype=float)
         ax.plot(x, mean, color=f"C{i}", marker="o", ms=3, label=label)
         ax.fill_between(x, mean - spread, mean + spread, color=f"C{i}", alpha=0.2)
-    _finish_return_plot(fig, ax, path, title, xlabel, paper_levels)
+    _finish_return_plot(fig, ax, path, title, xlabel, paper_levels, references)
 
 
-def _finish_return_plot(fig, ax, path, title: str, xlabel: str, paper_levels: Mapping[str, float] | None) -> None:
-    """Paper levels as dotted lines with labels, axes, legend; saves and closes the figure."""
-    for label, level in (paper_levels or {}).items():
-        ax.axhline(level, color="gray", ls=":", lw=1)
-        ax.text(0.01, level, f" paper: {label} ~{level:g}", transform=ax.get_yaxis_transform(),
-                va="bottom", fontsize=8, color="gray")
+def _finish_return_plot(fig, ax, path, title: str, xlabel: str, paper_levels: Mapping[str, float] | None,
+                        references: Mapping[str, float] | None = None) -> None:
+    """Paper levels (dotted) and references (dashed) as labelled lines, axes, legend; saves and
+    closes the figure."""
+    lines = [(f"paper: {label} ~{level:g}", level, ":", "gray") for label, level in (paper_levels or {}).items()]
+    lines += [(f"{label} {level:.1f}", level, "--", "black") for label, level in (references or {}).items()]
+    for text, level, style, color in lines:
+        ax.axhline(level, color=color, ls=style, lw=1)
+        ax.text(0.01, level, f" {text}", transform=ax.get_yaxis_transform(), va="bottom", fontsize=8, color=color)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("mean episode return")
     ax.set_title(title)

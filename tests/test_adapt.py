@@ -49,6 +49,7 @@ def test_adapt_writes_curves_for_mlsh_and_both_baselines(bandit_run, tmp_path):
     assert _exit_code(["--run", str(bandit_run), "--out", str(out)]) == 2
 
 
+@pytest.mark.slow    # suite time; discrete_figures' slow test adapts several runs too
 def test_several_runs_adapt_with_one_compile_and_report_the_spread_over_runs(bandit_run, tmp_path):
     import shutil
     twin = tmp_path / "bandits_copy"

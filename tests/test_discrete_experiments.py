@@ -2,6 +2,7 @@
 sub-policy behaviour summaries."""
 
 import json
+import pathlib
 
 import pytest
 
@@ -9,7 +10,9 @@ from envs.four_rooms import ROOMS
 from experiments import four_rooms, key_door
 
 
-@pytest.mark.parametrize("module", [key_door, four_rooms], ids=["key_door", "four_rooms"])
+# key-door's smoke run is in the slow tier (suite time); its env is tested in test_discrete_tasks.
+@pytest.mark.parametrize("module", [pytest.param(key_door, marks=pytest.mark.slow), four_rooms],
+                         ids=["key_door", "four_rooms"])
 def test_smoke_run_writes_the_contract_and_a_behaviour_summary(module, tmp_path):
     out = tmp_path / "run"
     summary = module.main(["--preset", "smoke", "--out", str(out), "--no-progress"])
@@ -79,4 +82,30 @@ def test_bandit_ablations_run_every_variant_and_report_over_seeds(tmp_path):
     # Another setting into the same directory is refused.
     with pytest.raises(SystemExit) as exit_info:
         studies.main(argv[:-2] + ["4", "--no-progress"])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.slow
+def test_discrete_figures_make_every_figure_and_continue(tmp_path):
+    from experiments import discrete_figures
+    out = tmp_path / "figures"
+    argv = ["--out", str(out), "--preset", "smoke", "--seeds", "2", "--no-progress"]
+    report = discrete_figures.main(argv)
+    for name in ("bandit_ablations", "bandit_sweep", "adapt_bandits", "adapt_four_rooms"):
+        assert pathlib.Path(report[name]["figure"]).stat().st_size > 1000, name
+    assert set(report["adapt_bandits"]["mean_return"]) == {"MLSH", "single policy", "shared policy fine-tuned"}
+    four_rooms_numbers = report["adapt_four_rooms"]
+    assert set(four_rooms_numbers["mean_over_first_20000_steps"]) == {"MLSH", "single policy"}
+    assert 0 < four_rooms_numbers["optimal_mean_return"] < 100
+    adapt_runs = json.loads((out / "adapt_four_rooms" / "adapt.json").read_text())["runs"]
+    assert adapt_runs == [str(out / "four_rooms" / f"s{seed}") for seed in range(2)]
+    assert json.loads((out / "figures.json").read_text())["wall_s"]["total"] > 0
+    # Called again, everything is reused: no step is timed but the total, same numbers.
+    again = discrete_figures.main(argv)
+    assert set(again["wall_s"]) == {"bandit_ablations", "bandit_sweep", "total"}
+    assert again["adapt_four_rooms"] == report["adapt_four_rooms"]
+    # An unfinished adaptation directory is refused before anything runs.
+    (out / "adapt_bandits" / "adapt.json").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        discrete_figures.main(argv)
     assert exit_info.value.code == 2

@@ -118,3 +118,19 @@ def test_four_rooms_splits_and_bad_goals():
         FourRooms(split="test")
     with pytest.raises(ValueError, match="0..103"):
         FourRooms(goal_cells=(5, 104))
+
+
+def test_four_rooms_optimal_returns_by_value_iteration():
+    start = four_rooms.START_CELL
+    above = four_rooms.CELL_INDEX[(6, 9)]
+    # One step: the start is a hallway with walls left and right; pushing into one stays with 2/3 + 1/9.
+    assert four_rooms.optimal_returns([start], episode_length=1)[0] == pytest.approx(7 / 9)
+    assert four_rooms.optimal_returns([above], episode_length=1)[0] == pytest.approx(2 / 3)
+    # Two steps to the cell above: reach it (2/3) then stay by pushing into a wall where possible.
+    two = four_rooms.optimal_returns([above], episode_length=2)[0]
+    assert 2 / 3 < two < 2 * 2 / 3 + 1e-9
+    heldout = four_rooms.optimal_returns(four_rooms.HELDOUT_GOAL_CELLS)
+    assert heldout.shape == (16,) and np.all(heldout < 100) and np.all(heldout > 0)
+    # The slip caps what any policy can get: well below 100 per 100-step episode.
+    assert heldout.mean() == pytest.approx(45.1, abs=0.1)
+    assert FourRooms(split="heldout").optimal_mean_return() == pytest.approx(heldout.mean())

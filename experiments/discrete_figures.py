@@ -1,0 +1,184 @@
+"""All of the paper's discrete figures in one command: Figure 4 left (moving-bandits ablations),
+Figure 4 middle (moving bandits, adaptation on sampled tasks), Figure 4 right (four rooms, adaptation
+on held-out goals) and the moving-bandits K/W plot, over several seeds, timed:
+
+    python -m experiments.discrete_figures --out runs/discrete_figures             # 3 seeds, 2-core CPU
+    python -m experiments.discrete_figures --out DIR --preset smoke --seeds 2        # seconds, a check
+
+It runs the commands one would run by hand (each step's outputs are that command's outputs), in one
+process so that runs of one configuration share a compile:
+
+1. `moving_bandits_studies ablations --out OUT/bandit_ablations` -> study.png (Figure 4 left)
+2. `moving_bandits_studies sweep --out OUT/bandit_sweep` -> study.png (K/W plot)
+3. `adapt --run OUT/bandit_ablations/mlsh/s<i> ... --shared-from OUT/bandit_ablations/shared_policy/s0
+   --out OUT/adapt_bandits` -> adapt.png (Figure 4 middle)
+4. `four_rooms --no-baseline --out OUT/four_rooms/s<i>` for each seed, then `adapt --run ...
+   --split heldout --out OUT/adapt_four_rooms` -> adapt.png (Figure 4 right: MLSH vs PPO from scratch)
+
+A call on an existing OUT continues: finished runs and studies are reused, interrupted runs resume,
+finished adaptations are kept. Writes OUT/figures.json: each figure's PNG, the numbers the paper
+reports next to its levels, and the wall time of every step and in total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from experiments import adapt, common, four_rooms, moving_bandits_studies
+from experiments.moving_bandits_studies import slug
+from mlsh_jax.files import write_json
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureSettings:
+    """How big each step is."""
+
+    bandit_preset: str        # moving-bandits preset the studies start from
+    bandit_updates: int       # updates per study run
+    bandit_slots: int
+    adapt_updates: int        # master updates on each unseen task
+    adapt_slots: int          # unseen tasks per run
+    four_rooms_preset: str
+    four_rooms_updates: int
+
+
+PRESETS = {
+    # Studies as in `moving_bandits_studies`; four rooms: the paper's settings on 50 slots, 2 lifetimes.
+    "fast": FigureSettings("fast", 60, 100, 10, 100, "fast", 100),
+    "smoke": FigureSettings("smoke", 3, 4, 2, 4, "smoke", 3),
+}
+# The paper's figures read at the points its text gives (MLSH_SPEC.md section 4).
+BANDIT_ADAPT_UPDATE = 8
+FOUR_ROOMS_STEPS = 10_000          # "~80 by 10k steps"
+FOUR_ROOMS_AUC_STEPS = 20_000      # area under the curve over the first 20k steps
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="directory for every run and figure")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per variant and per run (default 3)")
+    parser.add_argument("--preset", default="fast", choices=sorted(PRESETS), help="sizes (default fast)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def check_adapt_out(out: pathlib.Path) -> bool:
+    """True if `out` holds a finished adaptation (reused); raises UsageError for an unfinished one."""
+    if (out / "adapt.json").is_file():
+        return True
+    if out.exists() and any(out.iterdir()):
+        raise common.UsageError(f"{out} holds an unfinished adaptation (no adapt.json); remove it and call again")
+    return False
+
+
+def value_at(curve: dict, steps: list[int], at_steps: int) -> float | None:
+    """Mean return after the last update with at most `at_steps` env steps on the task."""
+    done = [i for i, s in enumerate(steps) if s <= at_steps]
+    return curve["mean"][done[-1]] if done else None
+
+
+def mean_up_to(curve: dict, steps: list[int], at_steps: int) -> float | None:
+    """Area under the mean curve per update over the first `at_steps` env steps (mean of those updates)."""
+    values = [v for v, s in zip(curve["mean"], steps) if s <= at_steps and v is not None]
+    return round(float(np.mean(values)), 2) if values else None
+
+
+def timed(wall: dict, name: str, step):
+    start = time.perf_counter()
+    result = step()
+    wall[name] = round(time.perf_counter() - start, 1)
+    print(f"[{name}: {wall[name]:.0f} s]", flush=True)
+    return result
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    settings = PRESETS[args.preset]
+    out = args.out
+    quiet = ["--no-progress"] if args.no_progress else []
+    try:
+        if args.seeds < 1:
+            raise common.UsageError("--seeds must be >= 1")
+        reuse = {name: check_adapt_out(out / name) for name in ("adapt_bandits", "adapt_four_rooms")}
+    except common.INPUT_ERRORS as error:
+        common.exit_with_usage_error(str(error))
+    seeds = [str(args.seeds)]
+    study_sizes = ["--seeds", *seeds, "--updates", str(settings.bandit_updates), "--slots", str(settings.bandit_slots),
+                   "--preset", settings.bandit_preset]
+    adapt_sizes = ["--updates", str(settings.adapt_updates), "--slots", str(settings.adapt_slots)]
+    wall, report = {}, {"preset": args.preset, "seeds": args.seeds, "settings": dataclasses.asdict(settings)}
+    start = time.perf_counter()
+
+    for study in ("ablations", "sweep"):
+        result = timed(wall, f"bandit_{study}", lambda: moving_bandits_studies.main(
+            [study, "--out", str(out / f"bandit_{study}"), *study_sizes, *quiet]))
+        report[f"bandit_{study}"] = {"figure": str(out / f"bandit_{study}" / "study.png"), "final_post_warmup_return": result,
+                                     "paper": moving_bandits_studies.PAPER_LEVELS[study]}
+
+    ablations = out / "bandit_ablations"
+    bandit_runs = [ablations / slug("MLSH") / f"s{seed}" for seed in range(args.seeds)]
+    if not reuse["adapt_bandits"]:
+        timed(wall, "adapt_bandits", lambda: adapt.main(
+            [arg for run in bandit_runs for arg in ("--run", str(run))]
+            + ["--shared-from", str(ablations / slug("shared policy") / "s0"), "--out", str(out / "adapt_bandits"),
+               *adapt_sizes, *quiet]))
+    report["adapt_bandits"] = bandit_adaptation(out / "adapt_bandits")
+
+    four_rooms_runs = [out / "four_rooms" / f"s{seed}" for seed in range(args.seeds)]
+    for seed, run in enumerate(four_rooms_runs):
+        if not (run / "summary.json").is_file():
+            timed(wall, f"four_rooms_s{seed}", lambda: four_rooms.main(
+                ["--out", str(run), "--seed", str(seed), "--preset", settings.four_rooms_preset, "--no-baseline",
+                 "--set", f"num_updates={settings.four_rooms_updates}", *quiet]
+                + (["--resume"] if common.can_resume(run) else [])))
+    if not reuse["adapt_four_rooms"]:
+        timed(wall, "adapt_four_rooms", lambda: adapt.main(
+            [arg for run in four_rooms_runs for arg in ("--run", str(run))]
+            + ["--split", "heldout", "--out", str(out / "adapt_four_rooms"), *adapt_sizes, *quiet]))
+    report["adapt_four_rooms"] = four_rooms_adaptation(out / "adapt_four_rooms")
+
+    wall["total"] = round(time.perf_counter() - start, 1)
+    report["wall_s"] = wall
+    write_json(out / "figures.json", report)
+    print(json.dumps(report["wall_s"]))
+    return report
+
+
+def bandit_adaptation(adapt_dir: pathlib.Path) -> dict:
+    """Figure 4 middle: each method's mean return after update 8 (and after the last), paper levels."""
+    result = json.loads((adapt_dir / "adapt.json").read_text())
+    at = min(BANDIT_ADAPT_UPDATE, len(result["updates"])) - 1
+    return {"figure": str(adapt_dir / "adapt.png"), "after_update": at + 1,
+            "mean_return": {label: c["mean"][at] for label, c in result["curves"].items()},
+            "last": {label: c["mean"][-1] for label, c in result["curves"].items()},
+            "paper": adapt.PAPER_LEVELS["moving_bandits"]}
+
+
+def four_rooms_adaptation(adapt_dir: pathlib.Path) -> dict:
+    """Figure 4 right: each method's mean return by 10k env steps and its area under the curve over
+    the first 20k, with the optimum of the held-out goals and the paper's level."""
+    result = json.loads((adapt_dir / "adapt.json").read_text())
+    steps, curves = result["env_steps_per_task"], result["curves"]
+    optimum = result.get("optimal_mean_return")
+    by_10k = {label: value_at(c, steps, FOUR_ROOMS_STEPS) for label, c in curves.items()}
+    return {"figure": str(adapt_dir / "adapt.png"),
+            f"mean_return_by_{FOUR_ROOMS_STEPS}_steps": by_10k,
+            f"mean_over_first_{FOUR_ROOMS_AUC_STEPS}_steps": {
+                label: mean_up_to(c, steps, FOUR_ROOMS_AUC_STEPS) for label, c in curves.items()},
+            "optimal_mean_return": optimum,
+            "fraction_of_optimum_by_10k_steps": {
+                label: None if v is None or not optimum or not math.isfinite(v) else round(v / optimum, 3)
+                for label, v in by_10k.items()},
+            "paper": adapt.PAPER_LEVELS["four_rooms"]}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
