@@ -8,7 +8,7 @@ every step; the shared-policy row is the like-for-like comparison of the PPO mac
 
     python -m benchmarks.throughput                  # B = 10, 100, 1000; prints one JSON document
     python -m benchmarks.throughput --slots 10 100 --repeats 3
-    python -m benchmarks.throughput --family ant --slots 16   # the ant family (benchmarks/ant_measures.py)
+    python -m benchmarks.throughput --family ant --slots 16   # the ant family (benchmarks/brax_measures.py)
 
 Each measurement runs in a fresh subprocess (so compile time and peak memory are its own), after
 warm-up calls: the first call compiles, timed calls follow. rejax is an optional extra
@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks import ant_measures
+from benchmarks import brax_measures
 
 KINDS = ("env", "mlsh", "shared", "rejax")
 
@@ -84,20 +84,11 @@ def measure_mlsh(num_slots: int, repeats: int, algorithm: str = "mlsh") -> dict:
     """One update of B slots (D = 2000 steps each) per call: MLSH, or with `algorithm="shared"` our
     flat shared-policy PPO, which like rejax trains on all B x D steps (a like-for-like flat peer)."""
     import dataclasses
-    import jax
     from mlsh_jax import Trainer
     config = _config(num_slots)
     if algorithm == "shared":
         config = dataclasses.replace(config, algorithm="shared", num_subpolicies=1)
-    trainer = Trainer(config)
-    holder = {"state": trainer.init(jax.random.PRNGKey(0))}
-
-    def call():
-        holder["state"], metrics = trainer.update(holder["state"])
-        return metrics
-
-    first, per_call = _timed(call, repeats)
-    return {"steps_per_call": trainer.config.env_steps_per_update, "first_call_s": first, "per_call_s": per_call}
+    return brax_measures.time_updates(Trainer(config), repeats)
 
 
 def measure_rejax(num_slots: int, repeats: int) -> dict:
@@ -137,8 +128,8 @@ def measure_rejax(num_slots: int, repeats: int) -> dict:
 def measure_one(kind: str, num_slots: int, repeats: int) -> dict:
     """Runs one measurement in this process; adds steps/s and peak memory (host RSS, and device
     memory where the device reports it)."""
-    if kind in ant_measures.KINDS:
-        result = ant_measures.measure(kind, num_slots, repeats)
+    if kind in brax_measures.KINDS:
+        result = brax_measures.measure(kind, num_slots, repeats)
     else:
         measure = {"env": measure_env, "mlsh": measure_mlsh, "rejax": measure_rejax,
                    "shared": lambda b, r: measure_mlsh(b, r, algorithm="shared")}[kind]
@@ -157,7 +148,9 @@ def _ratios(rate: dict) -> dict:
     """Side-by-side ratios of the rates measured in one invocation."""
     pairs = [("mlsh", "rejax"), ("shared", "rejax"), ("mlsh", "env"),
              ("ant_twowalk", "brax_ant"), ("ant_maze", "brax_ant"), ("ant_obstacles", "brax_ant"),
-             ("mlsh_ant_maze", "ant_maze"), ("mlsh_ant_maze", "brax_ppo_ant_maze")]
+             ("mlsh_ant_maze", "ant_maze"), ("mlsh_ant_maze", "brax_ppo_ant_maze"),
+             ("humanoid_walkcrawl", "brax_humanoid"), ("humanoid_course", "brax_humanoid"),
+             ("mlsh_humanoid_walkcrawl", "humanoid_walkcrawl")]
     return {f"{a}_over_{b}": rate[a] / rate[b] for a, b in pairs if rate.get(a) and rate.get(b)}
 
 
@@ -175,14 +168,14 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slots", type=int, nargs="+", default=[10, 100, 1000], help="task-slot counts B")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement")
-    parser.add_argument("--family", choices=("bandits", "ant"), default="bandits",
-                        help="moving bandits (MLSH vs rejax) or the Brax ant family")
-    parser.add_argument("--kinds", nargs="+", choices=KINDS + ant_measures.KINDS,
+    parser.add_argument("--family", choices=("bandits",) + tuple(brax_measures.FAMILIES), default="bandits",
+                        help="moving bandits (MLSH vs rejax), the Brax ant family or the humanoid family")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS + brax_measures.KINDS,
                         help="measurements to run (default: all of the family)")
-    parser.add_argument("--one", choices=KINDS + ant_measures.KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--one", choices=KINDS + brax_measures.KINDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.kinds is None:
-        args.kinds = list(ant_measures.KINDS if args.family == "ant" else KINDS)
+        args.kinds = list(brax_measures.FAMILIES.get(args.family, KINDS))
     if args.one:
         print(json.dumps(measure_one(args.one, args.slots[0], args.repeats)))
         return {}

@@ -1,6 +1,6 @@
 """Task-distribution environments, in pure JAX (this package never imports `mlsh_jax`).
 
-The Brax ant envs are imported on first use (`make_env`), so that discrete experiments never load
+The Brax envs (ant, humanoid) are imported on first use (`make_env`), so that discrete experiments never load
 Brax.
 """
 
@@ -17,6 +17,8 @@ ENV_REGISTRY = {
     "ant_twowalk": "envs.ant_twowalk:AntTwoWalk",
     "ant_maze": "envs.ant_maze:AntMaze",
     "ant_obstacles": "envs.ant_obstacles:AntObstacleCourse",
+    "humanoid_walkcrawl": "envs.humanoid:HumanoidWalkCrawl",
+    "humanoid_course": "envs.humanoid:HumanoidCourse",
 }
 
 

@@ -19,23 +19,18 @@ arenas; the master sees where the ant is. Actions: 8 torques in [-1, 1] (clipped
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from brax.io import mjcf
 from etils import epath
-from flax import struct
 
-from envs.base import TaskEnv
+from envs.brax_body import BraxTaskEnv, load_system
 
 ANT_XML = epath.resource_path("brax") / "envs/assets/ant.xml"
 BUMPER_RADIUS = 0.8
 WALL_HEIGHT = 1.0  # half height of every wall box (walls are 2 m tall)
 BODY_OBSERVATION_SIZE = 27
-BACKENDS = ("spring", "generalized", "positional")
-PARKED_Z = -10.0  # a wall moved here (under the floor) touches nothing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,112 +72,28 @@ def ant_system(boxes: Sequence[Box], backend: str = "spring"):
     """The brax `System` of the ant with walls, tuned per backend as `brax.envs.ant.Ant` does.
 
     Returns (system, physics steps per env step)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown Brax backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    sys = mjcf.loads(ant_xml(boxes))
-    n_frames = 5
-    if backend in ("spring", "positional"):
-        sys = sys.tree_replace({"opt.timestep": 0.005})
-        n_frames = 10
-    if backend == "positional":
-        sys = sys.replace(actuator=sys.actuator.replace(gear=200 * jnp.ones_like(sys.actuator.gear)))
-    return sys, n_frames
+    return load_system(ant_xml(boxes), backend, light_timestep=0.005, light_gear={"positional": 200.0})
 
 
-def _pipeline(backend: str):
-    if backend == "spring":
-        from brax.spring import pipeline
-    elif backend == "generalized":
-        from brax.generalized import pipeline
-    else:
-        from brax.positional import pipeline
-    return pipeline
-
-
-@struct.dataclass
-class AntState:
-    """Inner state of an ant env: the brax `pipeline` state and task-specific `extra` state."""
-
-    pipeline: Any
-    extra: Any
-
-
-class AntTaskEnv(TaskEnv):
-    """Shared machinery of the ant tasks: physics, observation, start pose.
+class AntTaskEnv(BraxTaskEnv):
+    """Shared machinery of the ant tasks: the model with walls, observation, start pose.
 
     Subclasses define `sample_task`, `boxes` (walls), `start_xy`, `reward(task, before, after,
-    action, extra)` and may override `task_system` (task-dependent geometry), `initial_extra` and
-    `after_physics` (e.g. an enemy, periodic joint resets).
+    action, extra)` and may override the `BraxTaskEnv` hooks.
     """
 
     observation_size = BODY_OBSERVATION_SIZE + 2
     subpolicy_observation_size = BODY_OBSERVATION_SIZE
     action_size = 8
-    continuous_actions = True
-    start_xy: tuple[float, float] = (0.0, 0.0)
-    reset_noise = 0.1
 
     def __init__(self, episode_length: int, boxes: Sequence[Box] = (), backend: str = "spring"):
-        if episode_length < 1:
-            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
-        self.episode_length = episode_length
-        self.backend = backend
         self.boxes = tuple(boxes)
-        self.sys, self.n_frames = ant_system(self.boxes, backend)
-        self.pipeline = _pipeline(backend)
-        self.dt = float(self.sys.opt.timestep) * self.n_frames
+        super().__init__(episode_length, *ant_system(self.boxes, backend), backend=backend)
 
-    # ---- hooks --------------------------------------------------------------------------------
-    def task_system(self, task) -> Any:
-        """The physics system of `task` (same for every task unless the geometry depends on it)."""
-        return self.sys
-
-    def initial_extra(self, task, key: jax.Array) -> Any:
-        """Task-specific state at the start of an episode (none by default)."""
-        return ()
-
-    def after_physics(self, task, sys, pipeline_state, extra, key: jax.Array):
-        """Task-specific changes after a physics step; returns (pipeline state, extra)."""
-        return pipeline_state, extra
-
-    def reward(self, task, before, after, action: jax.Array, extra) -> jax.Array:
-        raise NotImplementedError
-
-    # ---- the contract ---------------------------------------------------------------------------
-    def start_pose(self, key: jax.Array, xy: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        """Brax ant's start pose with small noise, placed at `xy` (default `start_xy`): (q, qd)."""
-        q_key, qd_key = jax.random.split(key)
-        noise = self.reset_noise
-        q = jnp.asarray(self.sys.init_q) + jax.random.uniform(q_key, (self.sys.q_size(),), minval=-noise,
-                                                               maxval=noise)
-        xy = jnp.asarray(self.start_xy, jnp.float32) if xy is None else xy
-        q = q.at[:2].set(xy + q[:2])
-        qd = noise * jax.random.normal(qd_key, (self.sys.qd_size(),))
-        return q, qd
-
-    def _reset(self, task, key):
-        pose_key, extra_key = jax.random.split(key)
-        q, qd = self.start_pose(pose_key)
-        inner = AntState(pipeline=self.pipeline.init(self.task_system(task), q, qd),
-                         extra=self.initial_extra(task, extra_key))
-        return inner, self.observe(inner.pipeline)
-
-    def physics_step(self, sys, pipeline_state, action: jax.Array):
-        """`n_frames` physics steps with the torques `action` [8] (clipped to [-1, 1])."""
-        action = jnp.clip(action, -1.0, 1.0)
-
-        def frame(state, _):
-            return self.pipeline.step(sys, state, action), None
-
-        return jax.lax.scan(frame, pipeline_state, (), self.n_frames)[0]
-
-    def _transition(self, task, inner, action, key):
-        sys = self.task_system(task)
-        after = self.physics_step(sys, inner.pipeline, action)
-        reward = self.reward(task, inner.pipeline, after, action, inner.extra)
-        after, extra = self.after_physics(task, sys, after, inner.extra, key)
-        inner = AntState(pipeline=after, extra=extra)
-        return inner, self.observe(after), reward, jnp.zeros((), bool)
+    @property
+    def wall_names(self) -> list[str]:
+        """Geom names of the walls, in `boxes` order."""
+        return [f"wall_{i}" for i in range(len(self.boxes))]
 
     @staticmethod
     def observe(pipeline_state) -> jax.Array:
@@ -193,22 +104,3 @@ class AntTaskEnv(TaskEnv):
     def torso_xy(pipeline_state) -> jax.Array:
         """The torso's (x, y) [..., 2]."""
         return pipeline_state.x.pos[..., 0, :2]
-
-
-def parked_geom_positions(sys, boxes: Sequence[Box], present: Sequence[bool]) -> np.ndarray:
-    """`sys.geom_pos` [ngeom, 3] with every wall whose `present` flag is False moved under the floor.
-
-    The walls are the geoms named `wall_i`; other geoms keep their positions."""
-    geom_pos = np.array(sys.geom_pos, np.float32)
-    names = _geom_names(sys)
-    for i, keep in enumerate(present):
-        if not keep:
-            geom_pos[names.index(f"wall_{i}"), 2] = PARKED_Z
-    return geom_pos
-
-
-def _geom_names(sys) -> list[str]:
-    import mujoco
-
-    model = sys.mj_model
-    return [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, i) or "" for i in range(model.ngeom)]

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from envs.ant import AntTaskEnv, Box, parked_geom_positions
+from envs.ant import AntTaskEnv, Box
+from envs.brax_body import geom_names, parked_geom_positions
 from envs.base import tasks_of_split
 
 LAYOUTS = (
@@ -104,7 +105,7 @@ class AntMaze(AntTaskEnv):
         """`geom_pos` [ngeom, 3] of `layout`: its blocks in the first block slots, the rest parked."""
         blocks = layout_blocks(layout)
         present = [True] * len(blocks) + [False] * (MAX_BLOCKS - len(blocks)) + [True] * len(arena_walls())
-        geom_pos = parked_geom_positions(self.sys, self.boxes, present)
+        geom_pos = parked_geom_positions(self.sys, self.wall_names, present)
         first_wall = self.wall_geom_ids[0]
         for j, block in enumerate(blocks):
             geom_pos[first_wall + j, :2] = (block.x, block.y)
@@ -113,10 +114,8 @@ class AntMaze(AntTaskEnv):
     @property
     def wall_geom_ids(self) -> list[int]:
         """Geom indices of the walls (block slots first, then the arena walls)."""
-        from envs.ant import _geom_names
-
-        names = _geom_names(self.sys)
-        return [names.index(f"wall_{i}") for i in range(len(self.boxes))]
+        names = geom_names(self.sys)
+        return [names.index(name) for name in self.wall_names]
 
     def sample_task(self, key):
         layout = jax.random.choice(key, jnp.asarray(self.layouts, jnp.int32))
@@ -127,7 +126,7 @@ class AntMaze(AntTaskEnv):
         layout = jnp.asarray(layout, jnp.int32)
         return MazeTask(layout=layout, goal=self._goals[layout])
 
-    def task_system(self, task):
+    def task_system(self, task, extra=None):
         return self.sys.replace(geom_pos=self._geom_pos[task.layout])
 
     def reward(self, task, before, after, action, extra):

@@ -19,16 +19,16 @@ import jax
 import numpy as np
 
 from envs.ant_maze import AntMaze
-from experiments import ant_family, common
+from experiments import brax_family, common
 from mlsh_jax.distributed import to_host
 from mlsh_jax.evaluation import run_hierarchy
 
 K = 3
 PRESETS = {
-    "auto": lambda: ant_family.auto_settings("ant_maze", K, cpu_updates=400),
-    "cpu": lambda: ant_family.paper_settings("ant_maze", K, num_slots=16, num_updates=400),
-    "paper": lambda: ant_family.paper_settings("ant_maze", K),
-    "smoke": lambda: ant_family.smoke_settings("ant_maze", K),
+    "auto": lambda: brax_family.auto_settings("ant_maze", K, cpu_updates=400),
+    "cpu": lambda: brax_family.paper_settings("ant_maze", K, num_slots=16, num_updates=400),
+    "paper": lambda: brax_family.paper_settings("ant_maze", K),
+    "smoke": lambda: brax_family.smoke_settings("ant_maze", K),
 }
 
 
@@ -53,11 +53,11 @@ def analyse(result, out) -> dict:
     tasks = jax.vmap(trainer.env.sample_task)(jax.random.split(key, 8))
     policies = common.shared_part_on_host(result.state)
     return {"success": slot_success(trainer, result.state, key),
-            "subpolicy_headings": ant_family.subpolicy_headings(trainer, policies, tasks, key)}
+            "subpolicy_headings": brax_family.subpolicy_headings(trainer, policies, tasks, key)}
 
 
 def main(argv=None) -> dict:
-    return ant_family.run_experiment("experiments.ant_maze", "Ant mazes", PRESETS, argv, analyse)
+    return brax_family.run_experiment("experiments.ant_maze", "Ant mazes", PRESETS, argv, analyse)
 
 
 if __name__ == "__main__":

@@ -16,18 +16,13 @@ import sys
 
 import jax
 
-from experiments import ant_family, common
+from experiments import brax_family, common
 
 K = 2
 # The reward (-sqrt(distance to goal) / 3000 per step, ~1e-3) is scaled by 100 in the PPO targets so
 # that value errors at the networks' initial scale (~1) do not drown the advantages.
 TASK = dict(reward_scale=100.0)
-PRESETS = {
-    "auto": lambda: ant_family.auto_settings("ant_twowalk", K, cpu_updates=400, **TASK),
-    "cpu": lambda: ant_family.paper_settings("ant_twowalk", K, num_slots=16, num_updates=400, **TASK),
-    "paper": lambda: ant_family.paper_settings("ant_twowalk", K, **TASK),
-    "smoke": lambda: ant_family.smoke_settings("ant_twowalk", K, **TASK),
-}
+PRESETS = brax_family.presets("ant_twowalk", K, cpu_updates=400, **TASK)
 
 
 def analyse(result, out) -> dict:
@@ -35,11 +30,11 @@ def analyse(result, out) -> dict:
     trainer, state = result.trainer, common.shared_part_on_host(result.state)
     key = jax.random.PRNGKey(trainer.config.seed + 1)
     tasks = jax.vmap(trainer.env.sample_task)(jax.random.split(key, 16))
-    return {"subpolicy_headings": ant_family.subpolicy_headings(trainer, state, tasks, key)}
+    return {"subpolicy_headings": brax_family.subpolicy_headings(trainer, state, tasks, key)}
 
 
 def main(argv=None) -> dict:
-    return ant_family.run_experiment("experiments.ant_twowalk", "Ant twowalk", PRESETS, argv, analyse)
+    return brax_family.run_experiment("experiments.ant_twowalk", "Ant twowalk", PRESETS, argv, analyse)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ class TransferredSubpolicies:
     obs_stats: running_statistics.RunningStatisticsState
 
 
-def check_compatible(run_dir: str | pathlib.Path, trainer: Trainer):
-    """Reads only the source run's config; raises TransferError if its sub-policies cannot serve
+def check_compatible(run_dir: str | pathlib.Path, trainer: Trainer, algorithm: str = "mlsh"):
+    """Reads only the source run's config; raises TransferError if its sub-policies (those of an
+    `algorithm` run: "mlsh", or "shared" for a shared policy as one sub-policy) cannot serve
     `trainer` (or the run is unfinished). Returns the source configuration."""
     run = pathlib.Path(run_dir)
     try:
@@ -44,8 +45,9 @@ def check_compatible(run_dir: str | pathlib.Path, trainer: Trainer):
     source_env = env_class(source.env)
     target = trainer.env
     problems = []
-    if source.algorithm != "mlsh":
-        problems.append(f"it trained a {source.algorithm!r} policy, not MLSH sub-policies")
+    if source.algorithm != algorithm:
+        wanted = "MLSH sub-policies" if algorithm == "mlsh" else f"a {algorithm!r} policy"
+        problems.append(f"it trained a {source.algorithm!r} policy, not {wanted}")
     if getattr(source_env, "continuous_actions", False) != target.continuous_actions:
         problems.append("its actions are of another kind (discrete vs continuous)")
     if source_env.action_size != target.action_size:
@@ -82,9 +84,10 @@ def _check_finished(run: pathlib.Path, source) -> None:
                             f"{last} of {source.num_updates} (finish it with --resume first)")
 
 
-def load_subpolicies(run_dir: str | pathlib.Path, trainer: Trainer) -> TransferredSubpolicies:
-    """The finished run's sub-policies and observation statistics, checked against `trainer`."""
-    state = _restore_final_state(run_dir, check_compatible(run_dir, trainer), trainer)
+def load_subpolicies(run_dir: str | pathlib.Path, trainer: Trainer, algorithm: str = "mlsh") -> TransferredSubpolicies:
+    """The finished run's sub-policies and observation statistics, checked against `trainer`
+    (`algorithm="shared"`: a shared-policy run's one policy, for a K = 1 trainer)."""
+    state = _restore_final_state(run_dir, check_compatible(run_dir, trainer, algorithm), trainer)
     return TransferredSubpolicies(params=state.subs.params, obs_stats=state.obs_stats)
 
 

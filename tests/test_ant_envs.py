@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from envs import make_env
-from envs.ant import PARKED_Z, AntState
+from envs.brax_body import PARKED_Z
+from tests.helpers.brax_states import drive, rollout, state_at
 from envs.ant_maze import CELL_X, CELL_Y, LAYOUTS, SPLITS, AntMaze, layout_blocks
 from envs.ant_obstacles import ENEMY_ZONE, JOINT_RESET_EVERY, AntObstacleCourse
 from envs.ant_twowalk import AntTwoWalk
@@ -20,45 +21,24 @@ def maze():
     return AntMaze(split="all")
 
 
-def _rollout(env, tasks, key, num_steps, actions=None):
-    """Jitted rollout of len(tasks) envs for num_steps with random (or given constant) actions."""
-    n = jax.tree.leaves(tasks)[0].shape[0]
-
-    @jax.jit
-    def run(key):
-        reset_key, run_key = jax.random.split(key)
-        start = jax.vmap(env.reset)(tasks, jax.random.split(reset_key, n))
-
-        def step(state, step_key):
-            action_key, env_key = jax.random.split(step_key)
-            act = (jax.random.uniform(action_key, (n, env.action_size), minval=-1, maxval=1)
-                   if actions is None else jnp.broadcast_to(actions, (n, env.action_size)))
-            state = jax.vmap(env.step)(tasks, state, act, jax.random.split(env_key, n))
-            return state, (state.obs, state.reward, state.truncated)
-
-        return jax.lax.scan(step, start, jax.random.split(run_key, num_steps))[1]
-
-    return run(key)
-
-
 @pytest.mark.parametrize("name", ANT_ENVS)
 def test_full_episode_is_finite_deterministic_and_truncates(name):
     env = make_env(name, episode_length=60)
     tasks = jax.vmap(env.sample_task)(jax.random.split(jax.random.PRNGKey(0), 3))
-    obs, reward, truncated = _rollout(env, tasks, jax.random.PRNGKey(1), 60)
+    obs, reward, truncated, _ = rollout(env, tasks, jax.random.PRNGKey(1), 60)
     assert obs.shape == (60, 3, env.observation_size) and env.observation_size == 29
     assert env.subpolicy_observation_size == 27 and env.continuous_actions and env.action_size == 8
     assert np.isfinite(np.asarray(obs)).all() and np.isfinite(np.asarray(reward)).all()
     assert not np.asarray(truncated[:-1]).any() and np.asarray(truncated[-1]).all()
-    again = _rollout(env, tasks, jax.random.PRNGKey(1), 60)
+    again = rollout(env, tasks, jax.random.PRNGKey(1), 60)
     np.testing.assert_array_equal(np.asarray(obs), np.asarray(again[0]))
-    other = _rollout(env, tasks, jax.random.PRNGKey(2), 60)
+    other = rollout(env, tasks, jax.random.PRNGKey(2), 60)
     assert not np.allclose(np.asarray(obs), np.asarray(other[0]))
 
 
 def test_maze_vmaps_over_every_layout_in_one_program(maze):
     tasks = jax.vmap(maze.task_for)(jnp.arange(len(LAYOUTS)))
-    obs, reward, _ = _rollout(maze, tasks, jax.random.PRNGKey(0), 5)
+    obs, reward, _, _ = rollout(maze, tasks, jax.random.PRNGKey(0), 5)
     assert obs.shape == (5, 9, 29) and np.isfinite(np.asarray(obs)).all()
     # Geometry differs by task inside the one compiled program.
     geom_pos = jax.vmap(lambda t: maze.task_system(t).geom_pos)(tasks)
@@ -90,34 +70,15 @@ def test_splits_and_bad_layouts():
         AntMaze(layouts=(3, 9))
 
 
-def _state_at(env, task, xy, velocity=(0.0, 0.0)):
-    """An env state with the ant at `xy` moving at `velocity` (m/s)."""
-    state = env.reset(task, jax.random.PRNGKey(0))
-    q, qd = env.start_pose(jax.random.PRNGKey(0), xy=jnp.asarray(xy, jnp.float32))
-    qd = qd.at[:2].set(jnp.asarray(velocity))
-    pipeline = env.pipeline.init(env.task_system(task), q, qd)
-    return state.replace(inner=AntState(pipeline=pipeline, extra=state.inner.extra),
-                         obs=env.observe(pipeline))
-
-
-def _drive(env, task, state, num_steps, action):
-    step = jax.jit(env.step)
-    xs = []
-    for i in range(num_steps):
-        state = step(task, state, action, jax.random.PRNGKey(i))
-        xs.append(np.asarray(env.torso_xy(state.inner.pipeline)))
-    return state, np.stack(xs)
-
-
 def test_ant_thrown_at_a_wall_stays_outside_it(maze):
     # Layout 4's corridor ends at the arena wall x = 0 (its face): throw the ant at it at 8 m/s.
     task = maze.task_for(4)
-    _, path = _drive(maze, task, _state_at(maze, task, (3.0, 0.0), (-8.0, 0.0)), 40, jnp.ones(8))
+    _, path = drive(maze, task, state_at(maze, task, (3.0, 0.0), (-8.0, 0.0)), 40, jnp.ones(8))
     assert path[:, 0].min() > 0.3, path[:, 0].min()
     # Without walls the same throw carries the ant past x = 0: the check above can fail.
     open_floor = AntTwoWalk()
     free_task = open_floor.sample_task(jax.random.PRNGKey(0))
-    _, free_path = _drive(open_floor, free_task, _state_at(open_floor, free_task, (3.0, 0.0), (-8.0, 0.0)), 40,
+    _, free_path = drive(open_floor, free_task, state_at(open_floor, free_task, (3.0, 0.0), (-8.0, 0.0)), 40,
                           jnp.ones(8))
     assert free_path[:, 0].min() < 0.0
 
@@ -125,14 +86,14 @@ def test_ant_thrown_at_a_wall_stays_outside_it(maze):
 def test_block_stops_the_ant_from_the_side(maze):
     # Layout 4: blocks on the rows y = 16 and y = -16 (faces at y = 8 and -8); throw the ant at y = +8.
     task = maze.task_for(4)
-    _, path = _drive(maze, task, _state_at(maze, task, (24.0, 5.0), (0.0, 8.0)), 40, jnp.zeros(8))
+    _, path = drive(maze, task, state_at(maze, task, (24.0, 5.0), (0.0, 8.0)), 40, jnp.zeros(8))
     assert path[:, 1].max() < 7.7, path[:, 1].max()
 
 
 def test_goal_reached_triggers_success(maze):
     task = maze.task_for(4)  # goal (48, 0)
-    near = _state_at(maze, task, (46.0, 0.0))
-    far = _state_at(maze, task, (2.0, 0.0))
+    near = state_at(maze, task, (46.0, 0.0))
+    far = state_at(maze, task, (2.0, 0.0))
     assert bool(AntMaze.reached_goal(task, near.inner.pipeline))
     assert not bool(AntMaze.reached_goal(task, far.inner.pipeline))
 
@@ -142,10 +103,10 @@ def test_enemy_knocks_the_ant_back():
     task = env.sample_task(jax.random.PRNGKey(0))
     zone_x, zone_y = ENEMY_ZONE
     # The enemy sits at its zone's centre; the ant stands 1 m east of it, the enemy reaches it.
-    state, path = _drive(env, task, _state_at(env, task, (zone_x + 1.0, zone_y)), 10, jnp.zeros(8))
+    state, path = drive(env, task, state_at(env, task, (zone_x + 1.0, zone_y)), 10, jnp.zeros(8))
     assert path[-1, 0] - (zone_x + 1.0) > 1.5, path[:, 0]
     # The same ant far from the enemy (outside its zone) stays roughly where it is.
-    _, calm = _drive(env, task, _state_at(env, task, (zone_x - 20.0, zone_y - 20.0)), 10, jnp.zeros(8))
+    _, calm = drive(env, task, state_at(env, task, (zone_x - 20.0, zone_y - 20.0)), 10, jnp.zeros(8))
     assert abs(calm[-1, 0] - (zone_x - 20.0)) < 0.5
 
 

@@ -1,9 +1,12 @@
-"""Ant-family measurements for `python -m benchmarks.throughput --family ant` (one per subprocess).
+"""Brax-family measurements for `python -m benchmarks.throughput --family ant|humanoid` (one per
+subprocess).
 
 At B task slots (10 env copies each, the paper's D = 2000 steps per slot per update):
-- `brax_ant`: Brax's own ant env (`brax.envs`, same backend), B x 10 copies, random actions;
-- `ant_twowalk`, `ant_maze`, `ant_obstacles`: our task envs, same copies and backend;
-- `mlsh_ant_maze`: one MLSH update on ant_maze (B x 2000 env steps);
+- `brax_ant`, `brax_humanoid`: Brax's own env (`brax.envs`, spring backend as ours), B x 10 copies,
+  uniform random actions;
+- `ant_twowalk`, `ant_maze`, `ant_obstacles`, `humanoid_walkcrawl`, `humanoid_course`: our task
+  envs, same copies and backend;
+- `mlsh_ant_maze`, `mlsh_humanoid_walkcrawl`: one MLSH update on that env (B x 2000 env steps);
 - `brax_ppo_ant_maze`: `brax.training.agents.ppo` training a flat policy on ant_maze with the same
   envs (B x 10), unroll 200, 10 epochs and 16 minibatches (brax needs an even split; MLSH uses 15),
   2x64 networks; its own `training/sps` of a steady (post-compile) epoch.
@@ -15,8 +18,14 @@ import time
 
 ENV_STEPS_PER_CALL = 100
 ENVS_PER_SLOT = 10
-ANT_ENVS = ("ant_twowalk", "ant_maze", "ant_obstacles")
-KINDS = ("brax_ant",) + ANT_ENVS + ("mlsh_ant_maze", "brax_ppo_ant_maze")
+FAMILIES = {
+    "ant": ("brax_ant", "ant_twowalk", "ant_maze", "ant_obstacles", "mlsh_ant_maze", "brax_ppo_ant_maze"),
+    "humanoid": ("brax_humanoid", "humanoid_walkcrawl", "humanoid_course", "mlsh_humanoid_walkcrawl"),
+}
+KINDS = FAMILIES["ant"] + FAMILIES["humanoid"]
+TASK_ENVS = ("ant_twowalk", "ant_maze", "ant_obstacles", "humanoid_walkcrawl", "humanoid_course")
+# (experiment module, its settings function's arguments) of each MLSH measurement.
+MLSH_ENVS = {"mlsh_ant_maze": ("ant_maze", 3), "mlsh_humanoid_walkcrawl": ("humanoid_walkcrawl", 2)}
 
 
 def _timed(fn, repeats: int) -> tuple[float, float]:
@@ -32,14 +41,14 @@ def _timed(fn, repeats: int) -> tuple[float, float]:
     return first, (time.perf_counter() - start) / repeats
 
 
-def _scan_random_actions(step_all, state, num_envs: int):
-    """A jitted call: ENV_STEPS_PER_CALL steps of all envs with uniform random torques."""
+def _scan_random_actions(step_all, state, num_envs: int, action_size: int):
+    """A jitted call: ENV_STEPS_PER_CALL steps of all envs with uniform random actions in [-1, 1]."""
     import jax
 
     @jax.jit
     def run(state, key):
         def body(state, step_key):
-            actions = jax.random.uniform(step_key, (num_envs, 8), minval=-1.0, maxval=1.0)
+            actions = jax.random.uniform(step_key, (num_envs, action_size), minval=-1.0, maxval=1.0)
             return step_all(state, actions, step_key), None
         return jax.lax.scan(body, state, jax.random.split(key, ENV_STEPS_PER_CALL))[0]
 
@@ -53,13 +62,14 @@ def _scan_random_actions(step_all, state, num_envs: int):
     return call
 
 
-def measure_brax_ant(num_slots: int, repeats: int) -> dict:
+def measure_brax_env(name: str, num_slots: int, repeats: int) -> dict:
+    """Brax's own env `name` ("ant", "humanoid"), spring backend, B x 10 copies."""
     import jax
     from brax import envs as brax_envs
     num_envs = num_slots * ENVS_PER_SLOT
-    env = brax_envs.get_environment("ant", backend="spring")
+    env = brax_envs.get_environment(name, backend="spring")
     state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), num_envs))
-    call = _scan_random_actions(lambda s, a, k: jax.vmap(env.step)(s, a), state, num_envs)
+    call = _scan_random_actions(lambda s, a, k: jax.vmap(env.step)(s, a), state, num_envs, env.action_size)
     first, per_call = _timed(call, repeats)
     return {"steps_per_call": num_envs * ENV_STEPS_PER_CALL, "first_call_s": first, "per_call_s": per_call}
 
@@ -75,16 +85,23 @@ def measure_task_env(name: str, num_slots: int, repeats: int) -> dict:
     tasks = jax.tree.map(lambda x: x.repeat(ENVS_PER_SLOT, axis=0), tasks)
     state = jax.jit(jax.vmap(env.reset))(tasks, keys)
     call = _scan_random_actions(
-        lambda s, a, k: jax.vmap(env.step)(tasks, s, a, jax.random.split(k, num_envs)), state, num_envs)
+        lambda s, a, k: jax.vmap(env.step)(tasks, s, a, jax.random.split(k, num_envs)), state, num_envs,
+        env.action_size)
     first, per_call = _timed(call, repeats)
     return {"steps_per_call": num_envs * ENV_STEPS_PER_CALL, "first_call_s": first, "per_call_s": per_call}
 
 
-def measure_mlsh(num_slots: int, repeats: int) -> dict:
-    import jax
-    from experiments.ant_family import paper_settings
+def measure_mlsh(kind: str, num_slots: int, repeats: int) -> dict:
+    """One MLSH update (paper settings of the env, B slots)."""
+    from experiments.brax_family import paper_settings
     from mlsh_jax import Trainer
-    trainer = Trainer(paper_settings("ant_maze", 3, num_slots=num_slots))
+    env_name, num_subpolicies = MLSH_ENVS[kind]
+    return time_updates(Trainer(paper_settings(env_name, num_subpolicies, num_slots=num_slots)), repeats)
+
+
+def time_updates(trainer, repeats: int) -> dict:
+    """Times `trainer.update` from a fresh state: steps per call, first call, mean later call."""
+    import jax
     holder = {"state": trainer.init(jax.random.PRNGKey(0))}
 
     def call():
@@ -136,12 +153,12 @@ def measure_brax_ppo(num_slots: int, repeats: int) -> dict:
 
 
 def measure(kind: str, num_slots: int, repeats: int) -> dict:
-    if kind == "brax_ant":
-        return measure_brax_ant(num_slots, repeats)
-    if kind in ANT_ENVS:
+    if kind.startswith("brax_") and kind != "brax_ppo_ant_maze":
+        return measure_brax_env(kind.removeprefix("brax_"), num_slots, repeats)
+    if kind in TASK_ENVS:
         return measure_task_env(kind, num_slots, repeats)
-    if kind == "mlsh_ant_maze":
-        return measure_mlsh(num_slots, repeats)
+    if kind in MLSH_ENVS:
+        return measure_mlsh(kind, num_slots, repeats)
     if kind == "brax_ppo_ant_maze":
         return measure_brax_ppo(num_slots, repeats)
     raise ValueError(f"unknown ant measurement {kind!r}")

@@ -1,5 +1,5 @@
-"""What the ant experiments share: the paper's settings, presets, a run-time estimate, and the
-analysis of what each sub-policy does when it runs alone.
+"""What the Brax experiments (ant and humanoid) share: the paper's settings, presets, a run-time
+estimate, and the analysis of what each ant sub-policy does when it runs alone.
 
 Paper settings (MLSH_SPEC.md section 2): 1000-step episodes, N=200, W=20, U=40, D=2000 steps per
 task slot per update (here 10 env copies x 200 steps: one master decision per copy per update).
@@ -15,11 +15,19 @@ import numpy as np
 
 from mlsh_jax.config import MLSHConfig, PPOConfig
 
-# Env steps per second of MLSH training on ant_maze, measured with `python -m benchmarks.throughput
-# --family ant` (README, "Ant family"): used only to print a run-time estimate before a run starts.
-# CPU: 2 cores, 16 slots (docs/results/ant_throughput_cpu_2core.json); GPU: one H200, 256 slots
-# (docs/results/ant_throughput_h200.json); TPU not measured (the GPU figure is used).
-MEASURED_TRAINING_RATE = {"cpu": 5_300.0, "gpu": 1_200_000.0, "tpu": 1_200_000.0}
+HUMANOID_CPU_RATE = 2_000.0     # placeholder until measured: set from the benchmark below
+
+# Env steps per second of MLSH training, measured with `python -m benchmarks.throughput --family
+# ant|humanoid` (README): used only to print a run-time estimate before a run starts. Ant (on
+# ant_maze): CPU 2 cores, 16 slots (docs/results/ant_throughput_cpu_2core.json); GPU one H200, 256
+# slots (docs/results/ant_throughput_h200.json); TPU not measured (the GPU figure is used).
+MEASURED_TRAINING_RATE = {
+    "ant": {"cpu": 5_300.0, "gpu": 1_200_000.0, "tpu": 1_200_000.0},
+    # humanoid_walkcrawl, CPU 2 cores, 16 slots (docs/results/humanoid_throughput_cpu_2core.json);
+    # accelerators not measured: the ant's figure scaled by the CPU ratio humanoid / ant.
+    "humanoid": {"cpu": HUMANOID_CPU_RATE, "gpu": 1_200_000.0 * HUMANOID_CPU_RATE / 5_300.0,
+                 "tpu": 1_200_000.0 * HUMANOID_CPU_RATE / 5_300.0},
+}
 
 
 def paper_settings(env: str, num_subpolicies: int, episode_length: int = 1000, **changes) -> MLSHConfig:
@@ -60,9 +68,22 @@ def auto_settings(env: str, num_subpolicies: int, cpu_updates: int, **changes) -
     return paper_settings(env, num_subpolicies, num_slots=256 * jax.device_count(), num_updates=1000, **changes)
 
 
+def presets(env: str, num_subpolicies: int, cpu_updates: int, **task) -> dict:
+    """The presets of a Brax walk experiment: `auto` (sized to the devices present), `cpu` (16 slots,
+    `cpu_updates` updates), `paper` (10 slots) and `smoke`; `task` holds the experiment's own settings."""
+    return {
+        "auto": lambda: auto_settings(env, num_subpolicies, cpu_updates=cpu_updates, **task),
+        "cpu": lambda: paper_settings(env, num_subpolicies, num_slots=16, num_updates=cpu_updates, **task),
+        "paper": lambda: paper_settings(env, num_subpolicies, **task),
+        "smoke": lambda: smoke_settings(env, num_subpolicies, **task),
+    }
+
+
 def run_time_estimate(config: MLSHConfig) -> str:
-    """'about N minutes' for the whole run from the measured training rate of this platform."""
-    rate = MEASURED_TRAINING_RATE.get(device_kind(), MEASURED_TRAINING_RATE["cpu"])
+    """'about N minutes' for the whole run from the measured training rate of this body on this
+    platform."""
+    rates = MEASURED_TRAINING_RATE["humanoid" if config.env.startswith("humanoid") else "ant"]
+    rate = rates.get(device_kind(), rates["cpu"])
     if device_kind() != "cpu":
         rate *= max(1, jax.device_count())
     minutes = config.num_updates * config.env_steps_per_update / rate / 60

@@ -1,0 +1,117 @@
+"""The Brax humanoid task envs: contract (jit, vmap over tasks, finite, deterministic, truncation)
+and physics facts (the ceiling stops a standing body, walk ends on a fall and crawl does not, the
+course turns its objective at x > 25)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from envs import make_env
+from envs.brax_body import geom_names
+from envs.humanoid import (CRAWL, TURN_X, WALK, CourseExtra, HumanoidCourse, HumanoidWalkCrawl, WalkCrawlTask,
+                           torso_height)
+from tests.helpers.brax_states import drive, jitted_step, rollout, state_at
+
+
+@pytest.fixture(scope="module")
+def walkcrawl():
+    return HumanoidWalkCrawl()
+
+
+def _task(objective):
+    return WalkCrawlTask(objective=jnp.asarray(objective, jnp.int32))
+
+
+@pytest.mark.parametrize("name", ["humanoid_walkcrawl", "humanoid_course"])
+def test_episode_is_finite_deterministic_and_truncates(name):
+    env = make_env(name, episode_length=25)
+    tasks = jax.vmap(env.sample_task)(jax.random.split(jax.random.PRNGKey(0), 4))
+    obs, reward, truncated, terminated = rollout(env, tasks, jax.random.PRNGKey(1), 25)
+    assert obs.shape == (25, 4, 47) and env.subpolicy_observation_size == 45
+    assert env.continuous_actions and env.action_size == 17
+    assert np.isfinite(np.asarray(obs)).all() and np.isfinite(np.asarray(reward)).all()
+    ended = np.asarray(truncated | terminated)
+    assert not np.asarray(truncated[:-1]).any()
+    assert ended[-1].all() or np.asarray(terminated).any()
+    again = rollout(env, tasks, jax.random.PRNGKey(1), 25)
+    np.testing.assert_array_equal(np.asarray(obs), np.asarray(again[0]))
+    other = rollout(env, tasks, jax.random.PRNGKey(2), 25)
+    assert not np.allclose(np.asarray(obs), np.asarray(other[0]))
+
+
+def test_both_objectives_vmap_in_one_program_with_the_ceiling_by_task(walkcrawl):
+    tasks = _task(jnp.array([WALK, CRAWL]))
+    ceiling = geom_names(walkcrawl.sys).index("ceiling")
+    z = np.asarray(jax.vmap(lambda t: walkcrawl.task_system(t).geom_pos[ceiling, 2])(tasks))
+    assert z[0] < 0 < 1.0 < z[1]                    # parked under the floor / in place, bottom at 1.0
+    obs, _, _, _ = rollout(walkcrawl, tasks, jax.random.PRNGKey(0), 5)
+    assert obs.shape == (5, 2, 47)
+
+
+def _head_ceiling_distance(env, task, state):
+    """Signed distance between head and ceiling among the task's contacts at `state` (< 0: they touch)."""
+    from brax import contact as brax_contact
+    names = geom_names(env.sys)
+    head, ceiling = names.index("head"), names.index("ceiling")
+    contact = brax_contact.get(env.task_system(task), state.inner.pipeline.x)
+    pairs = np.stack([np.asarray(contact.geom1), np.asarray(contact.geom2)], axis=-1)
+    index = [i for i, pair in enumerate(pairs.tolist()) if sorted(pair) == sorted([head, ceiling])]
+    assert len(index) == 1, "head-ceiling must be a contact pair"
+    return float(np.asarray(contact.dist)[index[0]])
+
+
+def test_standing_humanoid_cannot_pass_under_the_ceiling(walkcrawl):
+    # Standing in front of the ceiling (it spans x in [-23.5, -0.5]), pushed backwards at 5 m/s.
+    crawl, walk = _task(CRAWL), _task(WALK)
+    _, stopped = drive(walkcrawl, crawl, state_at(walkcrawl, crawl, (1.0, 0.0), (-5.0, 0.0)), 60, jnp.zeros(17))
+    _, free = drive(walkcrawl, walk, state_at(walkcrawl, walk, (1.0, 0.0), (-5.0, 0.0)), 60, jnp.zeros(17))
+    assert free[:, 0].min() < -1.5, free[:, 0].min()           # no ceiling: the same push carries it under
+    assert stopped[:, 0].min() > -0.7, stopped[:, 0].min()      # ceiling: the head stops at its edge
+    # Placed standing under the ceiling, its head is inside the box; without the ceiling it is free.
+    assert _head_ceiling_distance(walkcrawl, crawl, state_at(walkcrawl, crawl, (-12.0, 0.0))) < 0
+    assert _head_ceiling_distance(walkcrawl, walk, state_at(walkcrawl, walk, (-12.0, 0.0))) > 0.5
+
+
+def test_walk_ends_when_the_torso_drops_below_one_and_crawl_does_not(walkcrawl):
+    step = jitted_step(walkcrawl)
+    for objective, ends in ((WALK, True), (CRAWL, False)):
+        task = _task(objective)
+        low = step(task, state_at(walkcrawl, task, (5.0, 0.0), height=0.6), jnp.zeros(17), jax.random.PRNGKey(0))
+        assert float(torso_height(low.inner.pipeline)) < 1.0
+        assert bool(low.terminated) is ends, objective
+        upright = step(task, state_at(walkcrawl, task, (5.0, 0.0)), jnp.zeros(17), jax.random.PRNGKey(0))
+        assert not bool(upright.terminated)
+
+
+def test_rewards_of_the_two_objectives(walkcrawl):
+    step = jitted_step(walkcrawl)
+    walk, crawl = _task(WALK), _task(CRAWL)
+    forward = step(walk, state_at(walkcrawl, walk, (5.0, 0.0), (1.0, 0.0)), jnp.zeros(17), jax.random.PRNGKey(0))
+    backward = step(walk, state_at(walkcrawl, walk, (5.0, 0.0), (-1.0, 0.0)), jnp.zeros(17), jax.random.PRNGKey(0))
+    # Walking: the alive bonus 5 plus 0.25 x forward velocity (about +-1 m/s here).
+    assert 5.0 < float(forward.reward) < 5.5 and 4.5 < float(backward.reward) < 5.0
+    crawl_back = step(crawl, state_at(walkcrawl, crawl, (5.0, 0.0), (-1.0, 0.0)), jnp.zeros(17), jax.random.PRNGKey(0))
+    assert 1.0 < float(crawl_back.reward) < 2.0              # -1.5 x velocity, no alive bonus
+    pushed = step(crawl, state_at(walkcrawl, crawl, (5.0, 0.0), (-1.0, 0.0)), jnp.ones(17), jax.random.PRNGKey(0))
+    assert float(pushed.reward) < float(crawl_back.reward) - 0.2   # control cost 0.1 x 17 x 0.4^2
+
+
+def test_course_turns_to_crawling_past_x_25_and_keeps_it():
+    env = HumanoidCourse(episode_length=50)
+    task = env.sample_task(jax.random.PRNGKey(0))
+    step = jitted_step(env)
+    before = step(task, state_at(env, task, (TURN_X - 1.0, 0.0)), jnp.zeros(17), jax.random.PRNGKey(0))
+    assert not bool(before.inner.extra.crawling)
+    past = step(task, state_at(env, task, (TURN_X + 0.5, 0.0)), jnp.zeros(17), jax.random.PRNGKey(0))
+    assert bool(past.inner.extra.crawling)
+    ceiling = geom_names(env.sys).index("ceiling")
+    assert float(env.task_system(task, before.inner.extra).geom_pos[ceiling, 2]) < 0      # parked while walking
+    assert float(env.task_system(task, past.inner.extra).geom_pos[ceiling, 2]) > 1.0      # in place once turned
+    # Once turned, moving back below x = 25 keeps the crawl objective, and a fall no longer ends it.
+    turned = CourseExtra(crawling=jnp.ones((), bool))
+    back = step(task, state_at(env, task, (10.0, 0.0), (-1.0, 0.0), height=0.6, extra=turned), jnp.zeros(17),
+                jax.random.PRNGKey(0))
+    assert bool(back.inner.extra.crawling) and not bool(back.terminated) and float(back.reward) > 1.0
+    fallen_walking = step(task, state_at(env, task, (10.0, 0.0), height=0.6), jnp.zeros(17), jax.random.PRNGKey(0))
+    assert bool(fallen_walking.terminated)
