@@ -1,6 +1,6 @@
 """The humanoid experiments end to end (smoke presets): walk / crawl with its shared-policy
 baseline and the sub-policies' postures, the course over transferred sub-policies with both
-baselines, and sources the course cannot use (exit 2, nothing written)."""
+baselines, rendering, and sources the course cannot use (exit 2, nothing written)."""
 
 import json
 import shutil
@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 from mlsh_jax import load_run
+
+# Humanoid trainers compile for minutes on 2 CPU cores (~7 min for this file alone): slow tier.
+pytestmark = pytest.mark.slow
 
 from experiments import humanoid, humanoid_course
 
