@@ -15,7 +15,7 @@ import numpy as np
 
 from mlsh_jax.config import MLSHConfig, PPOConfig
 
-HUMANOID_CPU_RATE = 2_000.0     # placeholder until measured: set from the benchmark below
+HUMANOID_CPU_RATE = 3_450.0     # MLSH on humanoid_walkcrawl, 2-core CPU, 16 slots (see below)
 
 # Env steps per second of MLSH training, measured with `python -m benchmarks.throughput --family
 # ant|humanoid` (README): used only to print a run-time estimate before a run starts. Ant (on
