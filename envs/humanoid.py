@@ -33,7 +33,7 @@ import numpy as np
 from etils import epath
 from flax import struct
 
-from envs.brax_body import BraxTaskEnv, load_system, parked_geom_positions
+from envs.brax_body import BraxTaskEnv, geom_names, load_system, parked_geom_positions
 
 HUMANOID_XML = epath.resource_path("brax") / "envs/assets/humanoid.xml"
 BODY_OBSERVATION_SIZE = 45
@@ -88,9 +88,7 @@ class HumanoidTaskEnv(BraxTaskEnv):
 
     def __init__(self, episode_length: int, ceiling_x: tuple[float, float], backend: str = "spring"):
         super().__init__(episode_length, *humanoid_system(ceiling_x, backend), backend=backend)
-        present = parked_geom_positions(self.sys, ["ceiling"], [True])
-        self._geom_pos = {True: jnp.asarray(present),
-                          False: jnp.asarray(parked_geom_positions(self.sys, ["ceiling"], [False]))}
+        self._parked_geom_pos = jnp.asarray(parked_geom_positions(self.sys, ["ceiling"], [False]))
 
     def start_pose(self, key, xy=None):
         """Brax humanoid's start: uniform noise of 0.01 on q and qd (no normal noise)."""
@@ -104,7 +102,11 @@ class HumanoidTaskEnv(BraxTaskEnv):
 
     def with_ceiling(self, present) -> object:
         """The system with the ceiling in place (`present` True, bool [] or Python bool) or parked."""
-        return self.sys.replace(geom_pos=jnp.where(present, self._geom_pos[True], self._geom_pos[False]))
+        return self.sys.replace(geom_pos=jnp.where(present, self.sys.geom_pos, self._parked_geom_pos))
+
+    def ceiling_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """(centre [3], half extents [3]) of the ceiling where it stands when present."""
+        return np.asarray(self.sys.geom_pos[geom_names(self.sys).index("ceiling")]), np.asarray(CEILING_HALF)
 
     def centre_of_mass_x(self, pipeline_state) -> jax.Array:
         """x of the body's centre of mass [] (link masses as the backend scales them, like Brax)."""
@@ -208,11 +210,3 @@ class HumanoidCourse(HumanoidTaskEnv):
 
     def terminated(self, task, pipeline_state, extra):
         return ~extra.crawling & (torso_height(pipeline_state) < HEALTHY_Z)
-
-
-def ceiling_box(env: HumanoidTaskEnv) -> tuple[np.ndarray, np.ndarray]:
-    """(centre [3], half extents [3]) of the ceiling where it stands when present."""
-    from envs.brax_body import geom_names
-
-    index = geom_names(env.sys).index("ceiling")
-    return np.asarray(env._geom_pos[True][index]), np.asarray(CEILING_HALF)

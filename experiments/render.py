@@ -90,11 +90,11 @@ def draw_side_view(env, task, extra, pipeline, active: np.ndarray, num_subpolici
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from envs.humanoid import CEILING_BOTTOM, ceiling_box
+    from envs.humanoid import CEILING_BOTTOM
     torso = np.asarray(pipeline.x.pos)[:, 0]                  # [T + 1, 3]
     steps = np.arange(1, len(torso))
     fig, (side, height, along) = plt.subplots(3, 1, figsize=(8, 9))
-    centre, half = ceiling_box(env)
+    centre, half = env.ceiling_box()
     present = float(np.asarray(env.task_system(task, extra).geom_pos)[_geom_id(env, "ceiling"), 2]) > 0
     if present:
         side.add_patch(Rectangle((centre[0] - half[0], CEILING_BOTTOM), 2 * half[0], 2 * half[2], color="0.7",
