@@ -1,10 +1,24 @@
-"""Shared small configurations (tests keep shapes tiny: compile time dominates)."""
+"""Shared small configurations (tests keep shapes tiny: compile time dominates), and one persistent
+XLA compilation cache for the whole session: many tests (and the command lines they start as
+subprocesses) compile the same small programs, which then load instead of compiling again."""
 
+import atexit
 import dataclasses
+import os
+import shutil
+import tempfile
 
-import pytest
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before JAX is imported; subprocesses inherit it
+    _session_cache = tempfile.mkdtemp(prefix="mlsh_jax_tests_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _session_cache
+    atexit.register(shutil.rmtree, _session_cache, ignore_errors=True)
 
-from mlsh_jax.config import MLSHConfig, PPOConfig
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+
+from mlsh_jax.config import MLSHConfig, PPOConfig  # noqa: E402
 
 
 def tiny_config(**overrides) -> MLSHConfig:
