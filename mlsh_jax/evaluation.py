@@ -1,5 +1,9 @@
 """Running learned policies outside training: one sub-policy alone, or masters with the sub-policies,
-on given tasks."""
+on given tasks.
+
+Both take what they need from the state as host arrays first: a training state is laid out over
+every device (slots split, the rest replicated), while the episodes here run on the default device.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from envs.base import EnvState
+from mlsh_jax.distributed import to_host
 from mlsh_jax.networks import ActorCritic
 from mlsh_jax.trainer import Trainer, TrainState
 
@@ -26,14 +31,15 @@ def run_subpolicy(
       EnvState trajectory with leading axes [episode_length + 1, n] (index 0 is the reset state).
     """
     env = trainer.env
-    params = jax.tree.map(lambda x: x[sub_index], state.subs.params)
+    params = jax.tree.map(lambda x: x[sub_index], to_host(state.subs.params))
+    obs_stats, tasks = to_host(state.obs_stats), jax.device_get(tasks)
     num_tasks = jax.tree.leaves(tasks)[0].shape[0]
     reset_key, run_key = jax.random.split(key)
     start = jax.vmap(env.reset)(tasks, jax.random.split(reset_key, num_tasks))
 
     def step(env_state, step_key):
         action_key, env_key = jax.random.split(step_key)
-        obs = env.subpolicy_view(trainer.normalize(state.obs_stats, env_state.obs))
+        obs = env.subpolicy_view(trainer.normalize(obs_stats, env_state.obs))
         distribution = trainer.sub_model.distribution
         dist_params = trainer.sub_model.apply(params, obs, method=ActorCritic.dist_params)
         action = distribution.mode(dist_params) if greedy else distribution.sample(action_key, dist_params)
@@ -60,6 +66,8 @@ def run_hierarchy(
     """
     env, cfg = trainer.env, trainer.config
     master, sub = trainer.master_model, trainer.sub_model
+    sub_params, obs_stats = to_host(state.subs.params), to_host(state.obs_stats)
+    master_params, tasks = jax.device_get((master_params, tasks))
     num_tasks = jax.tree.leaves(tasks)[0].shape[0]
     reset_key, run_key = jax.random.split(key)
     start = jax.vmap(env.reset)(tasks, jax.random.split(reset_key, num_tasks))
@@ -71,12 +79,12 @@ def run_hierarchy(
         env_state, sub_index = carry
         t, step_key = inputs
         master_key, action_key, env_key = jax.random.split(step_key, 3)
-        obs = trainer.normalize(state.obs_stats, env_state.obs)
+        obs = trainer.normalize(obs_stats, env_state.obs)
         master_out = jax.vmap(lambda p, o: master.apply(p, o, method=ActorCritic.dist_params))(master_params, obs)
         sub_index = jnp.where(t % cfg.macro_duration == 0, pick(master.distribution, master_out, master_key),
                               sub_index)
         all_params = jax.vmap(lambda p: sub.apply(p, env.subpolicy_view(obs), method=ActorCritic.dist_params))(
-            state.subs.params)
+            sub_params)
         dist_params = jnp.take_along_axis(all_params, sub_index[None, :, None], axis=0)[0]
         action = pick(sub.distribution, dist_params, action_key)
         next_state = jax.vmap(env.step)(tasks, env_state, action, jax.random.split(env_key, num_tasks))

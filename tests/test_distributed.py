@@ -102,7 +102,9 @@ def single(tmp_path_factory):
 
 def test_two_devices_match_one_device(tmp_path, single):
     out = tmp_path / "run"
-    assert "devices 2 processes 1" in run_helper(out, 4, env=TWO_DEVICES)
+    stdout = run_helper(out, 4, env=TWO_DEVICES)
+    assert "devices 2 processes 1" in stdout
+    assert "evaluated 4 episodes, finite True" in stdout  # policies of a state split over 2 devices
     assert_close_runs(out, single)
 
 

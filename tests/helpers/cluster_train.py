@@ -34,3 +34,12 @@ result = train(config, args.out, resume=args.resume, progress=False, tensorboard
 leaves = [np.asarray(x) for x in jax.tree.leaves(to_host(result.state.subs.params))]
 np.savez(args.out / f"subs_process{jax.process_index()}.npz", *leaves)
 print("devices", jax.device_count(), "processes", jax.process_count())
+if jax.process_count() == 1:
+    # Episodes from a state laid out over every device: the evaluation helpers take host copies.
+    from mlsh_jax.evaluation import run_hierarchy, run_subpolicy  # noqa: E402
+
+    state, key = result.state, jax.random.PRNGKey(0)
+    trajectory, active = run_hierarchy(result.trainer, state, state.slots.master.params, state.slots.task, key)
+    alone = run_subpolicy(result.trainer, state, 0, state.slots.task, key)
+    finite = all(np.isfinite(np.asarray(x)).all() for x in (trajectory.obs, alone.obs))
+    print("evaluated", int(active.shape[1]), "episodes, finite", finite)
