@@ -38,8 +38,10 @@ if jax.process_count() == 1:
     # Episodes from a state laid out over every device: the evaluation helpers take host copies.
     from mlsh_jax.evaluation import run_hierarchy, run_subpolicy  # noqa: E402
 
+    # Tasks made on one device, as a caller would, next to a state replicated over all of them.
     state, key = result.state, jax.random.PRNGKey(0)
-    trajectory, active = run_hierarchy(result.trainer, state, state.slots.master.params, state.slots.task, key)
-    alone = run_subpolicy(result.trainer, state, 0, state.slots.task, key)
+    tasks = jax.device_put(jax.device_get(state.slots.task), jax.devices()[0])
+    trajectory, active = run_hierarchy(result.trainer, state, state.slots.master.params, tasks, key)
+    alone = run_subpolicy(result.trainer, state, 0, tasks, key)
     finite = all(np.isfinite(np.asarray(x)).all() for x in (trajectory.obs, alone.obs))
     print("evaluated", int(active.shape[1]), "episodes, finite", finite)
