@@ -98,6 +98,9 @@ def find_resume_point(run_dir: str | pathlib.Path, config: MLSHConfig, trainer: 
             raise ResumeError(f"cannot resume {run}: it has no complete checkpoint yet; start it again "
                               "with another --out")
         update = available[-1]
+        if update > config.num_updates:
+            raise ResumeError(f"{run} has already done {update} updates, more than num_updates="
+                              f"{config.num_updates}; pass --set num_updates=N with N >= {update}")
         state = _restore(run, manager, available, stored, trainer)
     finally:
         manager.close()
@@ -105,9 +108,6 @@ def find_resume_point(run_dir: str | pathlib.Path, config: MLSHConfig, trainer: 
     if saved_update != update:
         raise CheckpointError(f"checkpoint {run / checkpoint.CHECKPOINT_DIR / str(update)} holds the state of "
                               f"update {saved_update}, not {update}")
-    if update > config.num_updates:
-        raise ResumeError(f"{run} has already done {update} updates, more than num_updates={config.num_updates}; "
-                          f"pass --set num_updates=N with N >= {update}")
     all_rows = read_rows(run / METRICS_FILE)
     rows = [row for row in all_rows if row["update"] <= update]
     if [int(row["update"]) for row in rows] != list(range(1, update + 1)):

@@ -12,6 +12,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before JAX is imported;
     _session_cache = tempfile.mkdtemp(prefix="mlsh_jax_tests_xla_cache_")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _session_cache
     atexit.register(shutil.rmtree, _session_cache, ignore_errors=True)
+# Cache every compilation, however quick: whether a program loads from the cache then does not depend on
+# how fast this machine compiles it (a cached load makes XLA log lines on stderr that tests must tolerate).
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -13,6 +13,7 @@ import pytest
 from experiments import moving_bandits
 from mlsh_jax import RunLoadError, load_run
 from mlsh_jax.config import MLSHConfig
+from tests.helpers.messages import user_message
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def test_bad_configuration_exits_2_before_writing(tmp_path, override, field):
     out = tmp_path / "run"
     done = run_cli("--preset", "smoke", "--out", str(out), "--set", override)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("error: ") and field in done.stderr
+    assert user_message(done.stderr).startswith("error: ") and field in done.stderr
     assert "Traceback" not in done.stderr
     assert not out.exists()
 

@@ -17,6 +17,7 @@ from mlsh_jax.faults import NonFiniteError, describe_non_finite
 from mlsh_jax.resume import find_resume_point
 from mlsh_jax.run import train
 from mlsh_jax.trainer import Trainer
+from tests.helpers.messages import user_message
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -162,7 +163,7 @@ def test_corrupt_checkpoint_on_the_command_line_exits_2_without_a_traceback(tmp_
     done = subprocess.run(args[:3] + ["--out", str(run), "--resume"], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("error: checkpoint ") and "unreadable" in done.stderr
+    assert user_message(done.stderr).startswith("error: checkpoint ") and "unreadable" in done.stderr
     assert "move " in done.stderr and "resume from update 2" in done.stderr
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
     assert (run / "metrics.csv").read_bytes() == before

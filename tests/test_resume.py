@@ -24,6 +24,7 @@ from mlsh_jax import load_run
 from mlsh_jax.metrics_log import TIMING_COLUMNS
 from mlsh_jax.resume import find_resume_point
 from mlsh_jax.run import train
+from tests.helpers.messages import user_message
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Smoke shapes, long enough (a few ms per update) to be stopped in the middle.
@@ -154,7 +155,7 @@ def test_resume_refuses_changes_that_alter_the_run(tmp_path, reference, args, ex
     before = snapshot(out)
     done = cli("--out", str(out), "--resume", "--no-progress", *args)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("error: ") and expected in done.stderr, done.stderr
+    assert user_message(done.stderr).startswith("error: ") and expected in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert snapshot(out) == before
 
