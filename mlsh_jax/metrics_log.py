@@ -61,7 +61,8 @@ class MetricsLog:
     Args:
       out: the run directory.
       config: the run's configuration (for env steps per update and the bar's total).
-      process_start: `time.time()` at process start (`wall_s` counts from it, compile included).
+      started: `time.time()` when this training call began (`wall_s` counts from it: building the
+        trainer and compiling included).
       previous_rows: rows of the updates already done (resume); metrics.csv is rewritten to them.
       progress: show a progress bar with ETA.
       description: the bar's label.
@@ -71,12 +72,12 @@ class MetricsLog:
         others keep the rows in memory).
     """
 
-    def __init__(self, out: pathlib.Path, config: MLSHConfig, process_start: float, *,
+    def __init__(self, out: pathlib.Path, config: MLSHConfig, started: float, *,
                  previous_rows: list[dict[str, float]] = (), progress: bool = True,
                  description: str | None = None, tensorboard: bool = True,
                  on_metrics: Callable[[dict[str, float]], None] | None = None, write_files: bool = True):
         self.config = config
-        self.process_start = process_start
+        self.started = started
         self.rows = list(previous_rows)
         self.on_metrics = on_metrics
         self._last_time = time.time()
@@ -109,7 +110,7 @@ class MetricsLog:
         now = time.time()
         steps_per_update = self.config.env_steps_per_update
         row = {"update": update, "env_steps": update * steps_per_update,
-               "wall_s": now - self.process_start, "interval_s": now - self._last_time}
+               "wall_s": now - self.started, "interval_s": now - self._last_time}
         row["env_steps_per_s"] = steps_per_update / max(row["interval_s"], 1e-9)
         row.update(flatten_metrics(metrics))
         self._last_time = now

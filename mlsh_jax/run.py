@@ -32,7 +32,6 @@ from mlsh_jax.metrics_log import MetricsLog
 from mlsh_jax.resume import CONFIG_FILE, find_resume_point, record_resume
 from mlsh_jax.trainer import Trainer, TrainState
 
-PROCESS_START = time.time()
 SUMMARY_FILE = "summary.json"
 
 
@@ -147,6 +146,7 @@ def train(
         compiled or written, when `out_dir` cannot be used as asked.
       faults.NonFiniteError: training produced a NaN or infinity (no checkpoint is written for it).
     """
+    started = time.time()  # wall_s counts from here: building the trainer and compiling included
     if trainer is None:
         trainer = Trainer(config)
     mismatched = sorted(set(config_differences(trainer.config, config)) - set(RESUMABLE_FIELDS) - {"seed"})
@@ -173,7 +173,7 @@ def train(
         if prepare_state is not None:
             state = prepare_state(state)
 
-    log = MetricsLog(out, config, PROCESS_START, previous_rows=previous_rows, progress=progress and main,
+    log = MetricsLog(out, config, started, previous_rows=previous_rows, progress=progress and main,
                      description=description, tensorboard=tensorboard, on_metrics=on_metrics, write_files=main)
     manager = checkpoint.checkpoint_manager(out, max_to_keep=config.keep_checkpoints)
     try:
