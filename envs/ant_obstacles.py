@@ -65,6 +65,8 @@ class AntObstacleCourse(AntTaskEnv):
 
     name = "ant_obstacles"
     start_xy = START
+    # Circles a top-down map draws: (label, centre, radius, colour).
+    map_zones = (("goal", GOAL, GOAL_RADIUS, "green"), ("enemy zone", ENEMY_ZONE, ENEMY_ZONE_RADIUS, "red"))
 
     def __init__(self, episode_length: int = 2000, backend: str = "spring"):
         super().__init__(episode_length, boxes=arena_walls() + list(WALLS), backend=backend)

@@ -125,7 +125,8 @@ def _geom_id(env, name: str) -> int:
 
 def draw_path(env: AntTaskEnv, task, pipeline, active: np.ndarray, num_subpolicies: int, path: pathlib.Path,
               title: str) -> None:
-    """Top-down picture: standing walls as grey boxes, the path as dots coloured by sub-policy."""
+    """Top-down picture: standing walls as grey boxes, the goal (and the env's `map_zones`, if any), the
+    path as dots coloured by sub-policy."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -148,6 +149,8 @@ def draw_path(env: AntTaskEnv, task, pipeline, active: np.ndarray, num_subpolici
     if goal is not None and np.ndim(goal) == 1:
         ax.add_patch(Circle(tuple(np.asarray(goal)), 4.0, fill=False, color="green"))
         ax.plot(*np.asarray(goal), "g*", markersize=12, label="goal")
+    for label, centre, radius, colour in getattr(env, "map_zones", ()):
+        ax.add_patch(Circle(centre, radius, fill=False, color=colour, label=label))
     ax.set_aspect("equal")
     ax.autoscale_view()
     ax.legend(loc="best", fontsize=7)
