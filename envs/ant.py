@@ -13,7 +13,8 @@ with 13 walls compiled for 100 s and ran 20x slower). `generalized` and `positio
 Observation (29): the body state Brax's ant observes (z, orientation, joint angles: q[2:], and all 14
 velocities: 27 numbers) followed by the torso's (x, y). Sub-policies see the first 27 only
 (`subpolicy_observation_size`), so they are position-free locomotion skills that transfer between
-arenas; the master sees where the ant is. Actions: 8 torques in [-1, 1] (clipped).
+arenas; the master sees where the ant is. (A run may give its sub-policies the whole observation
+instead: `MLSHConfig.subpolicy_observation`.) Actions: 8 torques in [-1, 1] (clipped).
 """
 
 from __future__ import annotations

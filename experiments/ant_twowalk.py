@@ -20,8 +20,11 @@ from experiments import brax_family, common
 
 K = 2
 # The reward (-sqrt(distance to goal) / 3000 per step, ~1e-3) is scaled by 100 in the PPO targets so
-# that value errors at the networks' initial scale (~1) do not drown the advantages.
-TASK = dict(reward_scale=100.0)
+# that value errors at the networks' initial scale (~1) do not drown the advantages. The sub-policies
+# see the ant's position, as in the original code: the reward is a function of it. Measured (CPU
+# preset, seed 0): position-blind sub-policies headed 35 deg apart at -0.724; seeing it, 68 deg
+# apart at -0.665 (README, "Ant family").
+TASK = dict(reward_scale=100.0, subpolicy_observation="full")
 PRESETS = brax_family.presets("ant_twowalk", K, cpu_updates=400, **TASK)
 
 

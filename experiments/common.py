@@ -175,8 +175,9 @@ def shared_part_on_host(state):
 
 
 def shared_baseline(config: MLSHConfig) -> MLSHConfig:
-    """The shared-policy baseline on the same data budget: one flat policy, every slot trains it."""
-    return dataclasses.replace(config, algorithm="shared", num_subpolicies=1)
+    """The shared-policy baseline on the same data budget: one flat policy, every slot trains it. It
+    sees the whole observation: with no master, nothing else tells it where it is."""
+    return dataclasses.replace(config, algorithm="shared", num_subpolicies=1, subpolicy_observation="full")
 
 
 def can_resume(out: pathlib.Path) -> bool:

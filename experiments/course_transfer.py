@@ -29,8 +29,8 @@ Progress = Callable[..., dict]
 
 
 def course_settings(env: str, episode_length: int, **changes) -> MLSHConfig:
-    """Master-only training on a course (warmup = the whole run, no sub-policy update); K and
-    network sizes come from the source run."""
+    """Master-only training on a course (warmup = the whole run, no sub-policy update); K, network
+    sizes and what the sub-policies see come from the source run."""
     config = brax_family.paper_settings(env, 2, episode_length=episode_length, train_subpolicies=False,
                                         joint_updates=0)
     config = dataclasses.replace(config, **changes)
@@ -45,8 +45,8 @@ def smoke_course_settings(env: str, **changes) -> MLSHConfig:
 
 def flat_ppo(config: MLSHConfig) -> MLSHConfig:
     """One flat policy on the same budget: trained on every slot's steps (its env copies live, like
-    the masters, for the whole run: W = num_updates)."""
-    return dataclasses.replace(config, algorithm="shared", num_subpolicies=1, train_subpolicies=True)
+    the masters, for the whole run: W = num_updates); it sees the whole observation."""
+    return dataclasses.replace(common.shared_baseline(config), train_subpolicies=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +91,9 @@ def _baseline_plan(baseline: Baseline, config: MLSHConfig, subs_from: pathlib.Pa
     if not (shared_run / "config.json").is_file():
         raise TransferError(f"--subs-from {subs_from} has no shared-policy baseline ({shared_run}); train the "
                             f"source without --no-baseline, or pass --no-baseline here")
+    # It sees what the transferred policy was trained to see.
+    baseline_config = dataclasses.replace(baseline_config,
+                                          subpolicy_observation=load_config(shared_run).subpolicy_observation)
     trainer = Trainer(baseline_config)
     shared = load_subpolicies(shared_run, trainer, algorithm="shared")
     return baseline_config, trainer, lambda state: with_subpolicies(trainer, state, shared)
@@ -111,7 +114,8 @@ def run_course_transfer(module: str, title: str, env: str, presets: dict, argv, 
         except RunLoadError as error:
             raise TransferError(f"--subs-from {args.subs_from}: {error}") from None
         args.overrides = [f"num_subpolicies={source.num_subpolicies}",
-                          f"hidden_sizes={','.join(map(str, source.hidden_sizes))}"] + list(args.overrides)
+                          f"hidden_sizes={','.join(map(str, source.hidden_sizes))}",
+                          f"subpolicy_observation={source.subpolicy_observation}"] + list(args.overrides)
         config, out = common.resolve_run(env, args, presets)
         trainer = Trainer(config)
         transferred = load_subpolicies(args.subs_from, trainer)

@@ -101,6 +101,12 @@ class MLSHConfig:
       keep_checkpoints: how many of the newest checkpoints to keep.
       train_subpolicies: False freezes the sub-policies (transfer: only masters learn; then
         joint_updates may be 0 and a lifetime is W updates).
+      subpolicy_observation: what the sub-policies see: "env", the env's sub-policy view (the Brax
+        bodies: their body state without the torso's position, so skills transfer between arenas),
+        or "full", the whole observation, as in the original code (ant twowalk: a sub-policy that
+        knows where it is can stop at its goal, and its value net can predict a distance-based
+        reward). The experiments give their shared-policy baselines the whole observation: with no
+        master, nothing else tells that policy where it is.
     """
 
     env: str = "moving_bandits"
@@ -124,12 +130,19 @@ class MLSHConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 3
     train_subpolicies: bool = True
+    subpolicy_observation: str = "env"
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property
     def hierarchical(self) -> bool:
         """True for MLSH, False for the shared-policy baseline."""
         return self.algorithm == "mlsh"
+
+    @property
+    def sees_whole_observation(self) -> bool:
+        """True when the sub-policies (or the shared policy) see the whole observation, not only
+        the env's sub-policy view."""
+        return self.subpolicy_observation == "full"
 
     @property
     def lifetime(self) -> int:
@@ -182,6 +195,8 @@ class MLSHConfig:
         if known_envs is not None:
             _require(self.env in known_envs, "env", self.env, f"one of {', '.join(sorted(known_envs))}")
         _require(self.algorithm in ("mlsh", "shared"), "algorithm", self.algorithm, "'mlsh' or 'shared'")
+        _require(self.subpolicy_observation in ("env", "full"), "subpolicy_observation", self.subpolicy_observation,
+                 "'env' (the env's sub-policy view) or 'full' (the whole observation)")
         _require(self.num_subpolicies >= 1, "num_subpolicies", self.num_subpolicies, "an integer >= 1")
         if not self.hierarchical:
             _require(self.num_subpolicies == 1, "num_subpolicies", self.num_subpolicies,

@@ -39,7 +39,7 @@ def run_subpolicy(
 
     def step(env_state, step_key):
         action_key, env_key = jax.random.split(step_key)
-        obs = env.subpolicy_view(trainer.normalize(obs_stats, env_state.obs))
+        obs = trainer.subpolicy_view(trainer.normalize(obs_stats, env_state.obs))
         distribution = trainer.sub_model.distribution
         dist_params = trainer.sub_model.apply(params, obs, method=ActorCritic.dist_params)
         action = distribution.mode(dist_params) if greedy else distribution.sample(action_key, dist_params)
@@ -83,7 +83,7 @@ def run_hierarchy(
         master_out = jax.vmap(lambda p, o: master.apply(p, o, method=ActorCritic.dist_params))(master_params, obs)
         sub_index = jnp.where(t % cfg.macro_duration == 0, pick(master.distribution, master_out, master_key),
                               sub_index)
-        all_params = jax.vmap(lambda p: sub.apply(p, env.subpolicy_view(obs), method=ActorCritic.dist_params))(
+        all_params = jax.vmap(lambda p: sub.apply(p, trainer.subpolicy_view(obs), method=ActorCritic.dist_params))(
             sub_params)
         dist_params = jnp.take_along_axis(all_params, sub_index[None, :, None], axis=0)[0]
         action = pick(sub.distribution, dist_params, action_key)

@@ -64,7 +64,7 @@ class LoadedRun:
         sub_index = jnp.broadcast_to(jnp.asarray(sub_index, jnp.int32), obs.shape[:-1])
         if jnp.any((sub_index < 0) | (sub_index >= self.config.num_subpolicies)):
             raise ValueError(f"sub_index must be in [0, {self.config.num_subpolicies}), got {sub_index}")
-        sub_obs = self.trainer.env.subpolicy_view(normalized)
+        sub_obs = self.trainer.subpolicy_view(normalized)
         params_of = lambda params: self.trainer.sub_model.apply(params, sub_obs, method=ActorCritic.dist_params)
         all_params = jax.vmap(params_of)(self.state.subs.params)          # [K, ..., P]
         dist_params = jnp.take_along_axis(all_params, sub_index[None, ..., None], axis=0)[0]

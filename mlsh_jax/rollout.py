@@ -107,6 +107,7 @@ def slot_rollout(
     master_model: ActorCritic,
     sub_model: ActorCritic,
     normalize,
+    subpolicy_view,
     master_params,
     sub_params,
     task: Any,
@@ -117,6 +118,7 @@ def slot_rollout(
 
     Args:
       normalize: maps raw observations [..., obs] to the networks' inputs.
+      subpolicy_view: the part of normalised observations [..., obs] the sub-policies see.
       master_params: this slot's master (ignored for the shared-policy baseline).
       sub_params: the K sub-policies, stacked on a leading axis.
       task, envs: this slot's task and env copies.
@@ -133,7 +135,7 @@ def slot_rollout(
         envs, sub_index, macro = carry
         action_key, env_key = jax.random.split(step_key)
         obs = envs.state.obs
-        dist_params = subpolicy_dist_params(sub_model, sub_params, env.subpolicy_view(normalize(obs)), sub_index)
+        dist_params = subpolicy_dist_params(sub_model, sub_params, subpolicy_view(normalize(obs)), sub_index)
         action = sub_model.distribution.sample(action_key, dist_params)
         out = env_step(env, task, envs.state, action, jax.random.split(env_key, num_envs))
         done = out.terminated | out.truncated

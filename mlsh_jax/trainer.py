@@ -117,6 +117,8 @@ class Trainer:
                              f"episode_length={config.episode_length}")
         self.config = config.validate()
         self.env = env
+        self.subpolicy_observation_size = (env.observation_size if config.sees_whole_observation
+                                           else env.subpolicy_observation_size)
         self.master_model = ActorCritic(ExploringCategorical(config.num_subpolicies, config.random_master_action_prob),
                                         tuple(config.hidden_sizes))
         self.sub_model = ActorCritic(action_distribution(self.env.action_size, self.env.continuous_actions),
@@ -143,7 +145,7 @@ class Trainer:
         cfg = self.config
         sub_key, slot_key, key = jax.random.split(key, 3)
         sub_params = jax.vmap(self.sub_model.init, in_axes=(0, None))(
-            jax.random.split(sub_key, cfg.num_subpolicies), jnp.zeros((self.env.subpolicy_observation_size,))
+            jax.random.split(sub_key, cfg.num_subpolicies), jnp.zeros((self.subpolicy_observation_size,))
         )
         master, task, envs = jax.vmap(self.new_lifetime)(jax.random.split(slot_key, cfg.num_slots))
         slots = Slots(master=master, task=task, envs=envs,
@@ -154,6 +156,11 @@ class Trainer:
         subs = Learner(sub_params, self.sub_optimizer.init(sub_params))
         return TrainState(subs=subs, obs_stats=obs_stats, slots=slots, key=key,
                           update=jnp.zeros((), jnp.int32))
+
+    def subpolicy_view(self, obs: jax.Array) -> jax.Array:
+        """What the sub-policies see [..., subpolicy_observation_size] of (normalised) observations
+        [..., observation_size]: the env's sub-policy view, or everything (`sees_whole_observation`)."""
+        return obs if self.config.sees_whole_observation else self.env.subpolicy_view(obs)
 
     def fresh_master(self, key: jax.Array) -> Learner | None:
         """A freshly drawn master policy with a fresh optimizer state (None without a hierarchy)."""
@@ -186,7 +193,8 @@ class Trainer:
         slots = state.slots
         normalize = functools.partial(self.normalize, state.obs_stats)
 
-        rollout = functools.partial(slot_rollout, self.env, cfg, self.master_model, self.sub_model, normalize)
+        rollout = functools.partial(slot_rollout, self.env, cfg, self.master_model, self.sub_model, normalize,
+                                    self.subpolicy_view)
         envs, steps, macros, episodes = jax.vmap(rollout, in_axes=(0, None, 0, 0, 0))(
             None if slots.master is None else slots.master.params, state.subs.params,
             slots.task, slots.envs, jax.random.split(rollout_key, cfg.num_slots),
@@ -271,7 +279,7 @@ class Trainer:
         else:
             valid = jnp.ones((capacity,), bool)
 
-        sub_view = lambda raw: self.env.subpolicy_view(normalize(raw))
+        sub_view = lambda raw: self.subpolicy_view(normalize(raw))
         obs = sub_view(steps.obs)
         values = self._active_values(subs.params, obs, sub_index)
         next_values = self._active_values(subs.params, sub_view(steps.final_obs), sub_index)

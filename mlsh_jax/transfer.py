@@ -52,10 +52,11 @@ def check_compatible(run_dir: str | pathlib.Path, trainer: Trainer, algorithm: s
         problems.append("its actions are of another kind (discrete vs continuous)")
     if source_env.action_size != target.action_size:
         problems.append(f"its action size is {source_env.action_size}, this env needs {target.action_size}")
-    source_obs = _subpolicy_observation_size(source_env)
-    if source_obs != target.subpolicy_observation_size:
-        problems.append(f"its sub-policies see {source_obs} observation entries, this env gives them "
-                        f"{target.subpolicy_observation_size}")
+    source_obs = source_env.observation_size if source.sees_whole_observation else _subpolicy_observation_size(source_env)
+    if source_obs != trainer.subpolicy_observation_size:
+        problems.append(f"its sub-policies see {source_obs} observation entries, this run's see "
+                        f"{trainer.subpolicy_observation_size} (subpolicy_observation: its "
+                        f"{source.subpolicy_observation!r}, this run's {trainer.config.subpolicy_observation!r})")
     if source_env.observation_size != target.observation_size:
         problems.append(f"its observation size is {source_env.observation_size}, this env's is "
                         f"{target.observation_size}")
@@ -133,7 +134,7 @@ def primitive_subpolicies(trainer: Trainer, obs_stats) -> TransferredSubpolicies
     if env.continuous_actions or trainer.config.num_subpolicies != env.action_size:
         raise TransferError(f"primitive sub-policies need discrete actions and num_subpolicies = action_size "
                             f"({env.action_size}); got {trainer.config.num_subpolicies} for {env.name}")
-    template = trainer.sub_model.init(jax.random.PRNGKey(0), jnp.zeros((1, env.subpolicy_observation_size)))
+    template = trainer.sub_model.init(jax.random.PRNGKey(0), jnp.zeros((1, trainer.subpolicy_observation_size)))
     zeros = jax.tree.map(jnp.zeros_like, template)
     output = zeros["params"]["policy"]
     last = max((name for name in output if name.startswith("Dense_")), key=lambda name: int(name.split("_")[1]))

@@ -58,6 +58,7 @@ def test_obstacles_trains_masters_over_the_transferred_subpolicies(twowalk_run, 
         assert progress["episodes_with_reward"] == 0.0 and progress["mean_return"] == 0.0
     course, walked = load_run(out), load_run(source)
     assert not course.config.train_subpolicies and course.config.num_subpolicies == 2
+    assert course.config.subpolicy_observation == walked.config.subpolicy_observation == "full"
     # The course run's sub-policies are the twowalk run's, unchanged by training.
     for a, b in zip(jax.tree.leaves(course.state.subs.params), jax.tree.leaves(walked.state.subs.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -80,6 +81,10 @@ def test_obstacles_refuses_unusable_sources(twowalk_run, tmp_path, capsys):
     assert "is not a finished run" in capsys.readouterr().err
     assert _exit_code(ant_obstacles.main, ["--preset", "smoke", "--out", str(out),
                                            "--subs-from", str(tmp_path / "missing")]) == 2
+    # Twowalk's sub-policies see the ant's position; a course whose sub-policies would not does not fit.
+    assert _exit_code(ant_obstacles.main, ["--preset", "smoke", "--out", str(out), "--subs-from", str(source),
+                                           "--set", "subpolicy_observation=env"]) == 2
+    assert "see 29 observation entries, this run's see 27" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -92,6 +92,7 @@ def run_cli(*args):
     ("num_slots=0", "num_slots"),
     ("steps_per_slot=0", "steps_per_slot"),
     ("env=nope", "env"),
+    ("subpolicy_observation=body", "subpolicy_observation"),
     ("no_such_field=1", "no_such_field"),
 ])
 def test_bad_configuration_exits_2_before_writing(tmp_path, override, field):

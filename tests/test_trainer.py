@@ -129,6 +129,25 @@ def test_shared_baseline_trains_one_policy_on_every_slot():
     assert not leaves_equal(previous, state.subs.params)
 
 
+@pytest.mark.parametrize("algorithm, subpolicy_observation, seen", [
+    ("mlsh", "env", 27),      # the ant's body state, not its position
+    ("mlsh", "full", 29),     # everything, as in the original code
+    ("shared", "env", 27),
+    ("shared", "full", 29),   # the experiments' shared baselines: no master tells them where they are
+])
+def test_subpolicies_see_the_env_view_or_the_whole_observation(algorithm, subpolicy_observation, seen):
+    config = tiny_config(env="ant_twowalk", algorithm=algorithm, num_subpolicies=2 if algorithm == "mlsh" else 1,
+                         subpolicy_observation=subpolicy_observation)
+    trainer = Trainer(config)
+    assert trainer.subpolicy_observation_size == seen
+    assert trainer.subpolicy_view(jnp.arange(29.0)).tolist() == list(range(seen))
+    state = jax.eval_shape(trainer.initial_state, jax.random.PRNGKey(0))
+    params = state.subs.params["params"]
+    first_layers = [params[net]["Dense_0"]["kernel"].shape for net in ("policy", "value")]
+    assert first_layers == [(config.num_subpolicies, seen, 64)] * 2
+    jax.eval_shape(trainer.update_step, state)  # rollout, sub-policy update and losses agree on the input
+
+
 def test_seeds_share_one_compiled_trainer(tmp_path):
     from mlsh_jax.run import train
     seed_0, seed_1 = tiny_config(num_updates=2), tiny_config(num_updates=2, seed=1)
