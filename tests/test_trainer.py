@@ -100,7 +100,7 @@ def test_inactive_subpolicy_gets_no_update():
     state = trainer.init(jax.random.PRNGKey(0))
     normalize = lambda obs: trainer.normalize(state.obs_stats, obs)
     rollout = functools.partial(slot_rollout, trainer.env, config, trainer.master_model, trainer.sub_model,
-                                normalize)
+                                normalize, trainer.subpolicy_view)
     _, steps, _, _ = jax.vmap(rollout, in_axes=(0, None, 0, 0, 0))(
         state.slots.master.params, state.subs.params, state.slots.task, state.slots.envs,
         jax.random.split(jax.random.PRNGKey(1), 2))
