@@ -95,6 +95,15 @@ def _flatten_samples(tree, num_axes: int):
     return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[num_axes:]), tree)
 
 
+def subpolicy_observation_size(config: MLSHConfig, env) -> int:
+    """How many observation entries the sub-policies of a `config` run see on `env` (an env or its
+    class): all of them with `subpolicy_observation="full"`, else the env's sub-policy view."""
+    if config.sees_whole_observation:
+        return env.observation_size
+    size = env.subpolicy_observation_size
+    return size if isinstance(size, int) else env.observation_size  # the base class's default is a property
+
+
 class Trainer:
     """Builds the networks, optimizers and the jitted update for one configuration.
 
@@ -117,8 +126,7 @@ class Trainer:
                              f"episode_length={config.episode_length}")
         self.config = config.validate()
         self.env = env
-        self.subpolicy_observation_size = (env.observation_size if config.sees_whole_observation
-                                           else env.subpolicy_observation_size)
+        self.subpolicy_observation_size = subpolicy_observation_size(config, env)
         self.master_model = ActorCritic(ExploringCategorical(config.num_subpolicies, config.random_master_action_prob),
                                         tuple(config.hidden_sizes))
         self.sub_model = ActorCritic(action_distribution(self.env.action_size, self.env.continuous_actions),

@@ -18,7 +18,7 @@ from flax import struct
 from envs import env_class
 from mlsh_jax import checkpoint
 from mlsh_jax.loading import RunLoadError, load_config
-from mlsh_jax.trainer import Trainer, TrainState
+from mlsh_jax.trainer import Trainer, TrainState, subpolicy_observation_size
 
 
 class TransferError(ValueError):
@@ -52,7 +52,7 @@ def check_compatible(run_dir: str | pathlib.Path, trainer: Trainer, algorithm: s
         problems.append("its actions are of another kind (discrete vs continuous)")
     if source_env.action_size != target.action_size:
         problems.append(f"its action size is {source_env.action_size}, this env needs {target.action_size}")
-    source_obs = source_env.observation_size if source.sees_whole_observation else _subpolicy_observation_size(source_env)
+    source_obs = subpolicy_observation_size(source, source_env)
     if source_obs != trainer.subpolicy_observation_size:
         problems.append(f"its sub-policies see {source_obs} observation entries, this run's see "
                         f"{trainer.subpolicy_observation_size} (subpolicy_observation: its "
@@ -170,8 +170,3 @@ def with_subpolicies(trainer: Trainer, state: TrainState, transferred: Transferr
     subs = state.subs.replace(params=transferred.params, opt_state=trainer.sub_optimizer.init(transferred.params))
     new_state = state.replace(subs=subs, obs_stats=stats)
     return jax.device_put(new_state, trainer.state_sharding)
-
-
-def _subpolicy_observation_size(env_cls) -> int:
-    value = env_cls.subpolicy_observation_size
-    return value if isinstance(value, int) else env_cls.observation_size
