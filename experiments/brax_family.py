@@ -79,15 +79,17 @@ def presets(env: str, num_subpolicies: int, cpu_updates: int, **task) -> dict:
     }
 
 
-def run_time_estimate(config: MLSHConfig) -> str:
-    """'about N minutes' for the whole run from the measured training rate of this body on this
-    platform."""
+def run_time_estimate(config: MLSHConfig, updates_done: int = 0) -> str:
+    """'about N minutes' for the updates left (all of them for a new run) from the measured
+    training rate of this body on this platform."""
     rates = MEASURED_TRAINING_RATE["humanoid" if config.env.startswith("humanoid") else "ant"]
     rate = rates.get(device_kind(), rates["cpu"])
     if device_kind() != "cpu":
         rate *= max(1, jax.device_count())
-    minutes = config.num_updates * config.env_steps_per_update / rate / 60
-    return (f"{config.num_updates * config.env_steps_per_update:,} env steps; estimated run time about "
+    steps_left = (config.num_updates - updates_done) * config.env_steps_per_update
+    minutes = steps_left / rate / 60
+    left = f" left of {config.num_updates * config.env_steps_per_update:,}" if updates_done else ""
+    return (f"{steps_left:,} env steps{left}; estimated run time about "
             f"{math.ceil(minutes)} min at ~{rate:,.0f} steps/s measured on {device_kind()} (plus compile)")
 
 

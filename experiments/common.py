@@ -132,11 +132,12 @@ def check_out_dir(out: pathlib.Path) -> None:
 
 
 def resolve_run(experiment: str, args, presets: Mapping[str, Callable[[], MLSHConfig]]
-                ) -> tuple[MLSHConfig, pathlib.Path]:
-    """The configuration and run directory of a command line, checked before anything is compiled
-    or written: a new run needs a free --out; `--resume` needs a run there that can continue under
-    the resulting configuration (its checkpoint is restored and verified). With `--distributed` the
-    process joins its cluster first; the task slots must split evenly over all devices."""
+                ) -> tuple[MLSHConfig, pathlib.Path, int]:
+    """The configuration, run directory and updates already done (0 for a new run) of a command
+    line, checked before anything is compiled or written: a new run needs a free --out; `--resume`
+    needs a run there that can continue under the resulting configuration (its checkpoint is
+    restored and verified). With `--distributed` the process joins its cluster first; the task
+    slots must split evenly over all devices."""
     out = default_out_dir(experiment, args)
     # The cluster comes first: presets sized to the devices present look at them (which starts JAX's
     # backend, after which a process can no longer join a cluster).
@@ -148,10 +149,9 @@ def resolve_run(experiment: str, args, presets: Mapping[str, Callable[[], MLSHCo
     config = resolve_config(args, presets, stored=stored)
     check_slots_divide(config.num_slots, slot_mesh())
     if args.resume:
-        find_resume_point(out, config)
-    else:
-        check_out_dir(out)
-    return config, out
+        return config, out, find_resume_point(out, config).update
+    check_out_dir(out)
+    return config, out, 0
 
 
 def train_or_exit(module: str, config: MLSHConfig, out: pathlib.Path, *, resume: bool, **train_kwargs) -> RunResult:
@@ -187,7 +187,7 @@ def can_resume(out: pathlib.Path) -> bool:
 
 def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Callable[[], MLSHConfig]], argv,
                              analyse: Callable[[RunResult, pathlib.Path], dict], default_preset: str,
-                             estimate: Callable[[MLSHConfig], str] | None = None,
+                             estimate: Callable[[MLSHConfig, int], str] | None = None,
                              paper_levels: Mapping[str, float] | None = None,
                              smooth: int | Callable[[MLSHConfig], int] = 5) -> dict:
     """The command line of an experiment that trains MLSH and then (unless --no-baseline) the
@@ -195,8 +195,8 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
 
     `analyse(result, out) -> dict` looks at the finished MLSH run (sub-policy behaviour, figures);
     its entries join summary.json. Writes summary.json and learning_curve.png (with
-    `paper_levels` as dashed lines, except for the smoke preset); `estimate(config)` adds a
-    run-time estimate to the first line printed; `smooth` is the curves' smoothing window (or a
+    `paper_levels` as dashed lines, except for the smoke preset); `estimate(config, updates_done)` adds
+    a run-time estimate of the updates left to the first line printed; `smooth` is the curves' smoothing window (or a
     function of the configuration giving it). Returns the summary.
     """
     from experiments import plots
@@ -207,7 +207,7 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
     parser.add_argument("--no-baseline", action="store_true", help="skip the shared-policy baseline")
     args = parser.parse_args(argv)
     try:
-        config, out = resolve_run(module.split(".")[-1], args, presets)
+        config, out, updates_done = resolve_run(module.split(".")[-1], args, presets)
         baseline_out = out / "baseline_shared"
         resume_baseline = args.resume and can_resume(baseline_out)
         if resume_baseline:
@@ -215,7 +215,8 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
     except INPUT_ERRORS as error:
         exit_with_usage_error(str(error))
 
-    budget = estimate(config) if estimate else f"{config.num_updates * config.env_steps_per_update:,} env steps"
+    budget = (estimate(config, updates_done) if estimate
+              else f"{(config.num_updates - updates_done) * config.env_steps_per_update:,} env steps")
     print(f"{title}{', resuming' if args.resume else ''}: {config.num_slots} task slots x {config.num_updates} "
           f"updates, {budget}{'' if args.no_baseline else ', then the shared-policy baseline on the same budget'}"
           f" -> {out}", flush=True)

@@ -116,7 +116,7 @@ def run_course_transfer(module: str, title: str, env: str, presets: dict, argv, 
         args.overrides = [f"num_subpolicies={source.num_subpolicies}",
                           f"hidden_sizes={','.join(map(str, source.hidden_sizes))}",
                           f"subpolicy_observation={source.subpolicy_observation}"] + list(args.overrides)
-        config, out = common.resolve_run(env, args, presets)
+        config, out, updates_done = common.resolve_run(env, args, presets)
         trainer = Trainer(config)
         transferred = load_subpolicies(args.subs_from, trainer)
         plans = [] if args.no_baseline else [(b, _baseline_plan(b, config, args.subs_from)) for b in baselines]
@@ -124,7 +124,7 @@ def run_course_transfer(module: str, title: str, env: str, presets: dict, argv, 
         common.exit_with_usage_error(str(error))
 
     print(f"{title}: {config.num_slots} masters over the sub-policies of {args.subs_from}, "
-          f"{brax_family.run_time_estimate(config)} -> {out}", flush=True)
+          f"{brax_family.run_time_estimate(config, updates_done)} -> {out}", flush=True)
     mlsh = common.train_or_exit(module, config, out, resume=args.resume, trainer=trainer,
                                 progress=not args.no_progress, description="masters over transferred subs",
                                 prepare_state=lambda state: with_subpolicies(trainer, state, transferred))

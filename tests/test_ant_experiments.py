@@ -2,6 +2,7 @@
 transferred sub-policies with its flat-PPO baseline, rendering, and bad input (exit 2, nothing written)."""
 
 import csv
+import dataclasses
 import json
 import shutil
 
@@ -9,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import ant_maze, ant_obstacles, ant_twowalk, render
+from experiments import ant_maze, ant_obstacles, ant_twowalk, brax_family, render
 from mlsh_jax import load_run
 
 
@@ -35,6 +36,14 @@ def test_twowalk_smoke_writes_the_run_contract(twowalk_run):
     headings = summary["subpolicy_headings"]
     assert len(headings["subpolicies"]) == 2 and headings["min_angle_between_deg"] is not None
     assert all(np.isfinite(s["mean_distance"]) for s in headings["subpolicies"])
+
+
+def test_run_time_estimate_counts_only_the_updates_left():
+    config = dataclasses.replace(ant_twowalk.PRESETS["smoke"](), num_updates=10)
+    per_update = config.env_steps_per_update
+    assert brax_family.run_time_estimate(config).startswith(f"{10 * per_update:,} env steps; ")
+    resumed = brax_family.run_time_estimate(config, updates_done=4)
+    assert resumed.startswith(f"{6 * per_update:,} env steps left of {10 * per_update:,}; ")
 
 
 def test_maze_smoke_reports_success(tmp_path):
