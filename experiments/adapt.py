@@ -6,6 +6,7 @@ each trained separately on every unseen task (one task per slot, many in paralle
     python -m experiments.adapt --run runs/moving_bandits_fast_s0 --out DIR2 --updates 10 --slots 100
     python -m experiments.adapt --run RUN --out DIR2 --goal-cells 3,17,40     # four rooms: these goals
     python -m experiments.adapt --run RUN --out DIR2 --no-baselines           # MLSH only
+    python -m experiments.adapt --run RUN --out DIR2 --set master.learning_rate=1e-3   # master settings
 
 Unseen tasks: envs with a held-out split (four rooms: goal cells, ant mazes: layouts) draw from
 `--split` (default "heldout"); moving bandits and key-door draw fresh goal positions every episode,
@@ -66,6 +67,9 @@ def parse_args(argv):
     parser.add_argument("--shared-from", type=pathlib.Path, default=None,
                         help="shared-policy run to fine-tune (default RUN/baseline_shared when it exists)")
     parser.add_argument("--no-baselines", action="store_true", help="MLSH only")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a setting of the fresh masters: master.<PPO field> or random_master_action_prob "
+                             "(repeatable; the baselines keep the run's settings)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -97,10 +101,19 @@ def unseen_task_env(source: MLSHConfig, split: str | None, goal_cells: str | Non
         raise common.UsageError(str(error)) from None
 
 
-def adapt_settings(source: MLSHConfig, slots: int, updates: int, seed: int) -> MLSHConfig:
-    """Fresh masters over frozen sub-policies, one lifetime of `updates` updates, `slots` tasks."""
-    return dataclasses.replace(source, num_slots=slots, num_updates=updates, warmup_updates=updates, joint_updates=0,
-                               train_subpolicies=False, seed=seed, checkpoint_every=0)
+MASTER_SETTINGS = ("master.", "random_master_action_prob")
+
+
+def adapt_settings(source: MLSHConfig, slots: int, updates: int, seed: int, overrides=()) -> MLSHConfig:
+    """Fresh masters over frozen sub-policies, one lifetime of `updates` updates, `slots` tasks;
+    `overrides` ("FIELD=VALUE") may change the masters' settings only (raises UsageError otherwise)."""
+    for override in overrides:
+        if not override.startswith(MASTER_SETTINGS):
+            raise common.UsageError(f"--set {override}: adapt changes only the masters' settings "
+                                    "(master.<field>, random_master_action_prob)")
+    config = dataclasses.replace(source, num_slots=slots, num_updates=updates, warmup_updates=updates, joint_updates=0,
+                                 train_subpolicies=False, seed=seed, checkpoint_every=0)
+    return common.apply_overrides(config, list(overrides))
 
 
 def flat_settings(source: MLSHConfig, num_actions: int, slots: int, updates: int, seed: int) -> MLSHConfig:
@@ -138,7 +151,7 @@ def plan(run: pathlib.Path, out: pathlib.Path, seed: int, args, trainers: dict) 
         raise common.UsageError(f"--run {run} trained a {source.algorithm!r} policy; adapt needs an MLSH run")
     env, tasks = unseen_task_env(source, args.split, args.goal_cells)
     common.check_out_dir(out)
-    mlsh_config = adapt_settings(source, args.slots, args.updates, seed).validate()
+    mlsh_config = adapt_settings(source, args.slots, args.updates, seed, args.overrides).validate()
     trainer = _shared_trainer(trainers, "MLSH", mlsh_config, env, run)
     check_compatible(run, trainer)
     flat, shared = None, None

@@ -30,7 +30,7 @@ def _exit_code(argv):
 def test_adapt_writes_curves_for_mlsh_and_both_baselines(bandit_run, tmp_path):
     out = tmp_path / "adapt"
     report = adapt.main(["--run", str(bandit_run), "--out", str(out), "--slots", "2", "--updates", "2",
-                         "--no-progress"])
+                         "--set", "master.learning_rate=0.005", "--no-progress"])
     saved = json.loads((out / "adapt.json").read_text())
     assert saved == json.loads(json.dumps(report))
     assert set(saved["curves"]) == {"MLSH", "single policy", "shared policy fine-tuned"}
@@ -44,7 +44,12 @@ def test_adapt_writes_curves_for_mlsh_and_both_baselines(bandit_run, tmp_path):
         assert (out / name / "metrics.csv").is_file(), name
     # The MLSH masters trained over the run's sub-policies, unchanged.
     source = json.loads((bandit_run / "config.json").read_text())
-    assert json.loads((out / "mlsh" / "config.json").read_text())["num_subpolicies"] == source["num_subpolicies"]
+    masters = json.loads((out / "mlsh" / "config.json").read_text())
+    assert masters["num_subpolicies"] == source["num_subpolicies"]
+    # --set changed the masters' settings only; the flat baseline learns with the run's sub-policy settings.
+    assert masters["master"]["learning_rate"] == 0.005 != source["master"]["learning_rate"]
+    single = json.loads((out / "single_policy" / "config.json").read_text())
+    assert single["master"]["learning_rate"] == source["sub"]["learning_rate"]
     # A second call never overwrites the first.
     assert _exit_code(["--run", str(bandit_run), "--out", str(out)]) == 2
 
@@ -100,6 +105,8 @@ def _four_rooms_config_only(tmp_path):
     (["--split", "test"], "unknown goal cell split 'test'"),
     (["--goal-cells", "3,104"], "0..103"),
     (["--goal-cells", "3,x"], "comma-separated integers"),
+    (["--set", "sub.learning_rate=1e-3"], "adapt changes only the masters' settings"),
+    (["--set", "master.learning_rat=1e-3"], "unknown configuration field 'master.learning_rat'"),
 ])
 def test_bad_tasks_are_refused_before_anything_is_written(tmp_path, capsys, extra, message):
     out = tmp_path / "adapt"
