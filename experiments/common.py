@@ -195,9 +195,9 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
 
     `analyse(result, out) -> dict` looks at the finished MLSH run (sub-policy behaviour, figures);
     its entries join summary.json. Writes summary.json and learning_curve.png (with
-    `paper_levels` as dashed lines, except for the smoke preset); `estimate(config, updates_done)` adds
-    a run-time estimate of the updates left to the first line printed; `smooth` is the curves' smoothing window (or a
-    function of the configuration giving it). Returns the summary.
+    `paper_levels` as dashed lines, except for the smoke preset); `estimate(config, updates_done)`
+    adds a run-time estimate of the updates left to the first line printed; `smooth` is the curves'
+    smoothing window (or a function of the configuration giving it). Returns the summary.
     """
     from experiments import plots
     from mlsh_jax.distributed import is_main_process
