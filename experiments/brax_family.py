@@ -86,10 +86,10 @@ def run_time_estimate(config: MLSHConfig, updates_done: int = 0) -> str:
     rate = rates.get(device_kind(), rates["cpu"])
     if device_kind() != "cpu":
         rate *= max(1, jax.device_count())
-    steps_left = (config.num_updates - updates_done) * config.env_steps_per_update
-    minutes = steps_left / rate / 60
-    left = f" left of {config.num_updates * config.env_steps_per_update:,}" if updates_done else ""
-    return (f"{steps_left:,} env steps{left}; estimated run time about "
+    from experiments.common import env_steps_left
+
+    minutes = (config.num_updates - updates_done) * config.env_steps_per_update / rate / 60
+    return (f"{env_steps_left(config, updates_done)}; estimated run time about "
             f"{math.ceil(minutes)} min at ~{rate:,.0f} steps/s measured on {device_kind()} (plus compile)")
 
 

@@ -154,6 +154,13 @@ def resolve_run(experiment: str, args, presets: Mapping[str, Callable[[], MLSHCo
     return config, out, 0
 
 
+def env_steps_left(config: MLSHConfig, updates_done: int = 0) -> str:
+    """'N env steps' of a new run, 'N env steps left of M' of one resumed after `updates_done` updates."""
+    left = (config.num_updates - updates_done) * config.env_steps_per_update
+    total = config.num_updates * config.env_steps_per_update
+    return f"{left:,} env steps" + (f" left of {total:,}" if updates_done else "")
+
+
 def train_or_exit(module: str, config: MLSHConfig, out: pathlib.Path, *, resume: bool, **train_kwargs) -> RunResult:
     """`mlsh_jax.run.train` for a command line: a preempted run prints how to resume it and exits 0;
     a run that produced NaNs prints the message and exits 1."""
@@ -215,8 +222,7 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
     except INPUT_ERRORS as error:
         exit_with_usage_error(str(error))
 
-    budget = (estimate(config, updates_done) if estimate
-              else f"{(config.num_updates - updates_done) * config.env_steps_per_update:,} env steps")
+    budget = estimate(config, updates_done) if estimate else env_steps_left(config, updates_done)
     print(f"{title}{', resuming' if args.resume else ''}: {config.num_slots} task slots x {config.num_updates} "
           f"updates, {budget}{'' if args.no_baseline else ', then the shared-policy baseline on the same budget'}"
           f" -> {out}", flush=True)
@@ -243,5 +249,5 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
 
 
 __all__ = ["INPUT_ERRORS", "UsageError", "apply_overrides", "base_parser", "can_resume", "check_out_dir",
-           "default_out_dir", "exit_with_usage_error", "resolve_config", "resolve_run", "run_with_shared_baseline", "shared_baseline", "shared_part_on_host",
+           "default_out_dir", "env_steps_left", "exit_with_usage_error", "resolve_config", "resolve_run", "run_with_shared_baseline", "shared_baseline", "shared_part_on_host",
            "train_or_exit"]
