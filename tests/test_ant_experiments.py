@@ -4,6 +4,7 @@ transferred sub-policies with its flat-PPO baseline, rendering, and bad input (e
 import csv
 import dataclasses
 import json
+import re
 import shutil
 
 import jax
@@ -44,6 +45,19 @@ def test_run_time_estimate_counts_only_the_updates_left():
     assert brax_family.run_time_estimate(config).startswith(f"{10 * per_update:,} env steps; ")
     resumed = brax_family.run_time_estimate(config, updates_done=4)
     assert resumed.startswith(f"{6 * per_update:,} env steps left of {10 * per_update:,}; ")
+
+
+def test_run_time_estimate_counts_cpu_host_devices(monkeypatch):
+    config = ant_twowalk.PRESETS["smoke"]()
+    rate = lambda text: float(re.search(r"~([\d,]+) steps/s", text).group(1).replace(",", ""))
+    one_device = brax_family.run_time_estimate(config)
+    monkeypatch.setattr(brax_family.jax, "device_count", lambda: 2)
+    monkeypatch.setattr(brax_family.os, "cpu_count", lambda: 2)
+    two_devices = brax_family.run_time_estimate(config)
+    assert "cpu x 1 device " in one_device and "cpu x 2 devices " in two_devices
+    assert rate(two_devices) == pytest.approx(brax_family.CPU_MULTI_DEVICE_SPEEDUP * rate(one_device), rel=1e-3)
+    monkeypatch.setattr(brax_family.os, "cpu_count", lambda: 1)  # forced devices on one core: no gain
+    assert rate(brax_family.run_time_estimate(config)) == rate(one_device)
 
 
 def test_maze_smoke_reports_success(tmp_path):
