@@ -121,6 +121,13 @@ class AntMaze(AntTaskEnv):
         layout = jax.random.choice(key, jnp.asarray(self.layouts, jnp.int32))
         return self.task_for(layout)
 
+    @property
+    def task_kinds(self) -> tuple[str, ...]:
+        return tuple(f"layout {i}" for i in range(len(LAYOUTS)))
+
+    def task_kind(self, task):
+        return task.layout
+
     def task_for(self, layout) -> MazeTask:
         """The task of layout index `layout` (int or int32 [])."""
         layout = jnp.asarray(layout, jnp.int32)

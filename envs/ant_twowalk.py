@@ -27,12 +27,16 @@ class AntTwoWalk(AntTaskEnv):
     """Two tasks: walk to (5, 0) or to (0, 5)."""
 
     name = "ant_twowalk"
+    task_kinds = tuple(f"goal ({x:g}, {y:g})" for x, y in GOALS)
 
     def __init__(self, episode_length: int = 1000, backend: str = "spring"):
         super().__init__(episode_length, boxes=(), backend=backend)
 
     def sample_task(self, key):
         return TwoWalkTask(goal=jax.random.randint(key, (), 0, len(GOALS), jnp.int32))
+
+    def task_kind(self, task):
+        return task.goal
 
     def goal_xy(self, task) -> jax.Array:
         """The rewarded goal (x, y) [2]."""

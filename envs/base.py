@@ -86,6 +86,10 @@ class TaskEnv(abc.ABC):
       subpolicy_observation_size: the sub-policies see only the first this-many observation entries
         (e.g. the ant's body state without its position), the master sees all of them; by default
         everyone sees everything.
+      task_kinds: names of the kinds of task (twowalk's two goals, the maze layouts) whose returns
+        training logs apart, `task_kind(task)` indexing them; empty (the default): none. The tasks
+        drawn in a stretch of training can be skewed towards one kind, which moves the plain mean
+        return of a policy that does well on that kind; the task-balanced mean does not move.
     """
 
     name: str
@@ -93,6 +97,11 @@ class TaskEnv(abc.ABC):
     action_size: int
     continuous_actions: bool = False
     episode_length: int
+    task_kinds: tuple[str, ...] = ()
+
+    def task_kind(self, task: Task) -> jax.Array:
+        """Index int32 [] of `task`'s kind in `task_kinds` (0 for an env without kinds)."""
+        return jnp.zeros((), jnp.int32)
 
     @property
     def subpolicy_observation_size(self) -> int:

@@ -149,12 +149,16 @@ class HumanoidWalkCrawl(HumanoidTaskEnv):
     backward under the ceiling over x in [-23.5, -0.5] (no early end)."""
 
     name = "humanoid_walkcrawl"
+    task_kinds = ("crawl", "walk")  # indexed by CRAWL (0) and WALK (1)
 
     def __init__(self, episode_length: int = 1000, backend: str = "spring"):
         super().__init__(episode_length, CRAWL_CEILING_X, backend)
 
     def sample_task(self, key):
         return WalkCrawlTask(objective=jax.random.randint(key, (), 0, 2, jnp.int32))
+
+    def task_kind(self, task):
+        return task.objective
 
     def task_system(self, task, extra=None):
         return self.with_ceiling(task.objective == CRAWL)

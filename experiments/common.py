@@ -192,6 +192,11 @@ def can_resume(out: pathlib.Path) -> bool:
     return out.is_dir() and any(out.iterdir())
 
 
+# The returns that an experiment prints and compares with its shared-policy baseline (the last one
+# only for envs with kinds of task: `TaskEnv.task_kinds`).
+HEADLINE_RETURNS = ("mean_return", "mean_return_post_warmup", "mean_return_task_balanced")
+
+
 def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Callable[[], MLSHConfig]], argv,
                              analyse: Callable[[RunResult, pathlib.Path], dict], default_preset: str,
                              estimate: Callable[[MLSHConfig, int], str] | None = None,
@@ -234,8 +239,8 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
         shared = train_or_exit(module, shared_baseline(config), baseline_out, resume=resume_baseline,
                                progress=not args.no_progress, description="shared policy")
         curves["shared policy"] = shared.rows
-        summary["baseline_shared"] = {k: shared.summary[k] for k in ("mean_return", "mean_return_post_warmup",
-                                                                     "wall_s")}
+        summary["baseline_shared"] = {k: shared.summary[k] for k in HEADLINE_RETURNS + ("wall_s",)
+                                      if k in shared.summary}
     if not is_main_process():  # in a cluster, process 0 writes the files
         return summary
     write_json(out / "summary.json", summary)
@@ -243,7 +248,7 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
     plots.plot_learning_curves(curves, out / "learning_curve.png", title=f"{title} ({config.num_slots} task slots)",
                                paper_levels=None if smoke else paper_levels,
                                smooth=smooth(config) if callable(smooth) else smooth)
-    headline = ("mean_return", "mean_return_post_warmup", "wall_s", "baseline_shared")
+    headline = HEADLINE_RETURNS + ("wall_s", "baseline_shared")
     print(json.dumps({k: summary[k] for k in headline if k in summary} | analysis))
     return summary
 

@@ -34,8 +34,9 @@ def plot_learning_curves(
     paper_levels: Mapping[str, float] | None = None,
     smooth: int = 3,
 ) -> None:
-    """Mean episode return per update for each run: post-warmup slots (solid) and all slots (dashed),
-    each a trailing mean over `smooth` updates.
+    """Mean episode return per update for each run: post-warmup slots (solid), all slots (dashed)
+    and, for envs with kinds of task, all slots with every kind weighted equally (dash-dot: the
+    mean over kinds of each kind's trailing mean), each a trailing mean over `smooth` updates.
 
     Args:
       runs: label -> metrics rows (as written to metrics.csv).
@@ -49,7 +50,21 @@ def plot_learning_curves(
                 label=f"{label} (post-warmup slots)")
         ax.plot(updates, trailing_mean(_column(rows, "mean_return"), smooth), color=color, ls="--", alpha=0.6,
                 label=f"{label} (all slots)")
+        balanced = task_balanced_curve(rows, smooth)
+        if balanced is not None:
+            ax.plot(updates, balanced, color=color, ls="-.", label=f"{label} (all slots, task-balanced)")
     _finish_return_plot(fig, ax, path, title, "update", paper_levels)
+
+
+def task_balanced_curve(rows: Sequence[Mapping[str, float]], smooth: int) -> np.ndarray | None:
+    """Mean over kinds of task of each kind's trailing mean return (`mean_return_by_task_<k>`
+    columns) per update [updates], NaN-aware; None when the rows have no such columns."""
+    kinds = sorted({c for r in rows[:1] for c in r if c.startswith("mean_return_by_task_")})
+    if not kinds:
+        return None
+    per_kind = np.stack([trailing_mean(_column(rows, c), smooth) for c in kinds])   # [kinds, updates]
+    seen = np.isfinite(per_kind)
+    return np.where(seen.any(axis=0), np.nansum(per_kind, axis=0) / np.maximum(seen.sum(axis=0), 1), np.nan)
 
 
 def plot_mean_and_spread(

@@ -107,10 +107,24 @@ def summarize(rows: list[dict[str, float]], config: MLSHConfig) -> dict[str, Any
         "wall_s": rows[-1]["wall_s"],
         "mean_return": tail_mean("mean_return"),
         "mean_return_post_warmup": tail_mean("mean_return_post_warmup"),
+        **_returns_by_task(tail_mean, rows[-1]),
         "sub_usage": [tail_mean(f"sub_usage_{k}") for k in range(config.num_subpolicies)],
         "env_steps_per_s_after_compile": config.env_steps_per_update * len(timed) / max(seconds, 1e-9),
         "first_update_s": rows[0]["interval_s"],
     }
+
+
+def _returns_by_task(tail_mean: Callable[[str], float], row: dict[str, float]) -> dict[str, Any]:
+    """For an env with kinds of task (`TaskEnv.task_kinds`): each kind's mean return over the
+    tail's updates (NaN for a kind that never ended an episode there) and their plain mean, the
+    task-balanced return that a skewed draw of tasks does not move; nothing for other envs."""
+    columns = sorted((c for c in row if c.startswith("mean_return_by_task_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+    if not columns:
+        return {}
+    by_task = [tail_mean(c) for c in columns]
+    seen = [v for v in by_task if math.isfinite(v)]
+    return {"mean_return_by_task": by_task,
+            "mean_return_task_balanced": float(np.mean(seen)) if seen else float("nan")}
 
 
 def train(

@@ -241,7 +241,8 @@ class Trainer:
             envs=_select(lifetime_over, fresh_envs, envs),
             phase=jnp.where(lifetime_over, 0, phase),
         )
-        metrics.update(self._episode_metrics(episodes, in_joint_phase, state.slots.phase))
+        task_kind = jax.vmap(self.env.task_kind)(state.slots.task)
+        metrics.update(self._episode_metrics(episodes, in_joint_phase, state.slots.phase, task_kind))
         new_state = TrainState(subs=subs, obs_stats=obs_stats, slots=slots, key=key, update=state.update + 1)
         return new_state, metrics
 
@@ -330,8 +331,9 @@ class Trainer:
             entropy_coef=ppo.entropy_coef, value_coef=ppo.value_coef,
         )
 
-    def _episode_metrics(self, episodes, in_joint_phase, phase) -> dict[str, jax.Array]:
-        """Mean returns of the episodes that ended (all slots, joint-phase slots, per phase), their
+    def _episode_metrics(self, episodes, in_joint_phase, phase, task_kind) -> dict[str, jax.Array]:
+        """Mean returns of the episodes that ended (all slots, joint-phase slots, per phase, per
+        kind of task when the env names kinds: `task_kind` [B] indexes `env.task_kinds`), their
         spread over slots (std of the per-slot mean returns, over slots where an episode ended),
         usage."""
         def mean_over_slots(values, mask):
@@ -349,7 +351,11 @@ class Trainer:
         ended = episodes.episode_count > 0
         slot_means = episodes.return_sum / jnp.maximum(episodes.episode_count, 1.0)
         spread = jnp.sqrt(mean_over_slots(jnp.square(slot_means - mean_over_slots(slot_means, ended)), ended))
-        return {
+        metrics = {}
+        if self.env.task_kinds:
+            kinds = jnp.arange(len(self.env.task_kinds))
+            metrics["mean_return_by_task"] = jax.vmap(lambda kind: mean_over(task_kind == kind))(kinds)
+        return metrics | {
             "mean_return": mean_over(all_slots),
             "return_std_over_slots": spread,
             "mean_return_post_warmup": mean_over(in_joint_phase),

@@ -59,6 +59,17 @@ def test_each_layouts_blocks_are_where_the_spec_puts_them(maze):
         assert len(layout_blocks(layout)) == len(expected)
 
 
+def test_kinds_of_task_are_the_goals_and_the_layouts(maze):
+    twowalk = AntTwoWalk()
+    for goal in (0, 1):
+        task = jax.tree.map(lambda x: jnp.asarray(goal, x.dtype), twowalk.sample_task(jax.random.PRNGKey(0)))
+        assert int(twowalk.task_kind(task)) == goal
+        assert twowalk.task_kinds[goal] == "goal ({:g}, {:g})".format(*np.asarray(twowalk.goal_xy(task)))
+    assert maze.task_kinds == tuple(f"layout {i}" for i in range(len(LAYOUTS)))
+    assert [int(maze.task_kind(maze.task_for(i))) for i in range(len(LAYOUTS))] == list(range(len(LAYOUTS)))
+    assert make_env("ant_obstacles").task_kinds == ()
+
+
 def test_splits_and_bad_layouts():
     assert set(SPLITS["train"]).isdisjoint(SPLITS["heldout"])
     env = AntMaze(split="heldout")

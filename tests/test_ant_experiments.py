@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import ant_maze, ant_obstacles, ant_twowalk, brax_family, render
+from experiments import ant_maze, ant_obstacles, ant_twowalk, brax_family, plots, render
 from mlsh_jax import load_run
 
 
@@ -34,6 +34,12 @@ def test_twowalk_smoke_writes_the_run_contract(twowalk_run):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [int(r["update"]) for r in rows] == [1, 2]
+    for row in rows:   # returns per goal: the mean over all slots lies between them
+        by_goal = [float(row[f"mean_return_by_task_{k}"]) for k in (0, 1)]
+        seen = [v for v in by_goal if np.isfinite(v)]
+        if seen:
+            assert min(seen) - 1e-6 <= float(row["mean_return"]) <= max(seen) + 1e-6
+    assert "mean_return_task_balanced" in summary
     headings = summary["subpolicy_headings"]
     assert len(headings["subpolicies"]) == 2 and headings["min_angle_between_deg"] is not None
     assert all(np.isfinite(s["mean_distance"]) for s in headings["subpolicies"])
@@ -58,6 +64,15 @@ def test_run_time_estimate_counts_cpu_host_devices(monkeypatch):
     assert rate(two_devices) == pytest.approx(brax_family.CPU_MULTI_DEVICE_SPEEDUP * rate(one_device), rel=1e-3)
     monkeypatch.setattr(brax_family.os, "cpu_count", lambda: 1)  # forced devices on one core: no gain
     assert rate(brax_family.run_time_estimate(config)) == rate(one_device)
+
+
+def test_task_balanced_curve_weights_each_goal_equally():
+    nan = np.nan
+    rows = [{"mean_return_by_task_0": a, "mean_return_by_task_1": b}
+            for a, b in [(1.0, nan), (nan, -1.0), (3.0, nan), (nan, nan)]]
+    # trailing means over 2 updates: goal 0 -> 1, 1, 3, 3; goal 1 -> nan, -1, -1, nan
+    np.testing.assert_allclose(plots.task_balanced_curve(rows, smooth=2), [1.0, 0.0, 1.0, 3.0])
+    assert plots.task_balanced_curve([{"mean_return": 1.0}], smooth=2) is None
 
 
 def test_maze_smoke_reports_success(tmp_path):

@@ -97,6 +97,12 @@ def test_rewards_of_the_two_objectives(walkcrawl):
     assert float(pushed.reward) < float(crawl_back.reward) - 0.2   # control cost 0.1 x 17 x 0.4^2
 
 
+def test_kinds_of_task_are_the_objectives(walkcrawl):
+    for objective, name in ((WALK, "walk"), (CRAWL, "crawl")):
+        kind = int(walkcrawl.task_kind(WalkCrawlTask(objective=jnp.asarray(objective, jnp.int32))))
+        assert kind == objective and walkcrawl.task_kinds[kind] == name
+
+
 def test_course_turns_to_crawling_past_x_25_and_keeps_it():
     env = HumanoidCourse(episode_length=50)
     task = env.sample_task(jax.random.PRNGKey(0))

@@ -1,5 +1,5 @@
 """Trainer invariants: one compile, exact W-then-U schedule, bit-identical sub-policies during
-warmup, no update for an inactive sub-policy, fresh masters at slot resets."""
+warmup, no update for an inactive sub-policy, fresh masters at slot resets; returns per kind of task."""
 
 import functools
 
@@ -11,7 +11,8 @@ import pytest
 
 from conftest import tiny_config
 from mlsh_jax import Trainer
-from mlsh_jax.rollout import slot_rollout
+from mlsh_jax.rollout import EpisodeStats, slot_rollout
+from mlsh_jax.run import summarize
 
 
 def leaves_equal(a, b) -> bool:
@@ -160,3 +161,36 @@ def test_seeds_share_one_compiled_trainer(tmp_path):
     assert leaves_equal(second.state.slots.master.params, alone.state.slots.master.params)
     with pytest.raises(ValueError, match="differs in num_slots"):
         train(tiny_config(num_slots=4), tmp_path / "other", trainer=shared)
+
+
+def test_returns_are_logged_per_kind_of_task():
+    trainer = Trainer(tiny_config(num_slots=4))
+    trainer.env.task_kinds = ("first", "second", "third")   # this instance only
+    episodes = EpisodeStats(return_sum=jnp.array([2.0, 6.0, 3.0, 0.0]), episode_count=jnp.array([1.0, 2.0, 1.0, 0.0]),
+                            sub_steps=jnp.ones((4, trainer.config.num_subpolicies)))
+    metrics = trainer._episode_metrics(episodes, jnp.ones((4,), bool), jnp.zeros((4,), jnp.int32),
+                                       task_kind=jnp.array([0, 1, 0, 2]))
+    by_task = np.asarray(metrics["mean_return_by_task"])
+    np.testing.assert_allclose(by_task[:2], [2.5, 3.0])    # kind 0: (2 + 3) / 2 episodes; kind 1: 6 / 2
+    assert np.isnan(by_task[2])                            # no episode of kind 2 ended
+    assert float(metrics["mean_return"]) == pytest.approx(11.0 / 4.0)
+
+
+def test_envs_without_kinds_of_task_log_no_per_kind_returns():
+    trainer = Trainer(tiny_config(num_slots=2))
+    state, metrics = trainer.update(trainer.init(jax.random.PRNGKey(0)))
+    assert trainer.env.task_kinds == () and "mean_return_by_task" not in metrics
+
+
+def test_summary_weights_every_kind_of_task_equally():
+    config = tiny_config()
+    rows = [{"update": u, "env_steps": u, "wall_s": u, "interval_s": 1.0, "mean_return": m,
+             "mean_return_post_warmup": m, "mean_return_by_task_0": a, "mean_return_by_task_1": b,
+             "mean_return_by_task_2": np.nan}
+            for u, (m, a, b) in enumerate([(0.0, 0.0, 0.0)] * 18 + [(1.6, 2.0, np.nan), (-0.5, np.nan, -1.0)], 1)]
+    summary = summarize(rows, config)     # the last 10%: the last two rows
+    assert summary["mean_return"] == pytest.approx(0.55)
+    assert summary["mean_return_by_task"][:2] == pytest.approx([2.0, -1.0]) and np.isnan(summary["mean_return_by_task"][2])
+    assert summary["mean_return_task_balanced"] == pytest.approx(0.5)
+    assert "mean_return_task_balanced" not in summarize([{k: v for k, v in r.items() if "by_task" not in k}
+                                                         for r in rows], config)
