@@ -7,7 +7,8 @@
 
 Writes the run contract into --out, the shared-policy baseline into --out/baseline_shared, and in
 summary.json `subpolicy_headings`: where each sub-policy, run alone, takes the ant (the two
-should head in directions at least 60 degrees apart).
+should head in directions at least 60 degrees apart), and `subpolicy_returns`: what each earns alone
+on each goal, so what a master that always picks the better one would earn, against a coin flip.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from __future__ import annotations
 import sys
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
+from envs.ant_twowalk import GOALS, TwoWalkTask
 from experiments import brax_family, common
+from mlsh_jax.evaluation import run_subpolicy
 
 K = 2
 # The reward (-sqrt(distance to goal) / 3000 per step, ~1e-3) is scaled by 100 in the PPO targets so
@@ -28,12 +33,28 @@ TASK = dict(reward_scale=100.0, subpolicy_observation="full")
 PRESETS = brax_family.presets("ant_twowalk", K, cpu_updates=400, **TASK)
 
 
+def subpolicy_returns(trainer, state, key, episodes: int = 16) -> dict:
+    """Each sub-policy alone for `episodes` sampled episodes on each goal: `by_subpolicy_and_goal`
+    [K][goals] mean returns; `perfect_master`, the mean over goals of the better sub-policy's return
+    (a master that always picks it); `coin_flip`, the mean of all (a master that picks at random)."""
+    returns = np.zeros((trainer.config.num_subpolicies, len(GOALS)))
+    for goal in range(len(GOALS)):
+        tasks = TwoWalkTask(goal=jnp.full((episodes,), goal, jnp.int32))
+        for k in range(trainer.config.num_subpolicies):
+            trajectory = run_subpolicy(trainer, state, k, tasks, jax.random.fold_in(key, len(GOALS) * k + goal))
+            returns[k, goal] = np.asarray(trajectory.reward[1:]).sum(axis=0).mean()
+    return {"by_subpolicy_and_goal": returns.round(4).tolist(), "perfect_master": round(float(returns.max(0).mean()), 4),
+            "coin_flip": round(float(returns.mean()), 4)}
+
+
 def analyse(result, out) -> dict:
-    """Each sub-policy alone on 16 episodes: heading and distance (the task does not matter)."""
+    """Each sub-policy alone on 16 episodes: heading and distance (the task does not matter), and
+    its return on each goal."""
     trainer, state = result.trainer, common.shared_part_on_host(result.state)
     key = jax.random.PRNGKey(trainer.config.seed + 1)
     tasks = jax.vmap(trainer.env.sample_task)(jax.random.split(key, 16))
-    return {"subpolicy_headings": brax_family.subpolicy_headings(trainer, state, tasks, key)}
+    return {"subpolicy_headings": brax_family.subpolicy_headings(trainer, state, tasks, key),
+            "subpolicy_returns": subpolicy_returns(trainer, state, jax.random.fold_in(key, 1))}
 
 
 def main(argv=None) -> dict:

@@ -40,6 +40,11 @@ def test_twowalk_smoke_writes_the_run_contract(twowalk_run):
         if seen:
             assert min(seen) - 1e-6 <= float(row["mean_return"]) <= max(seen) + 1e-6
     assert "mean_return_task_balanced" in summary
+    returns = summary["subpolicy_returns"]
+    by_goal = np.array(returns["by_subpolicy_and_goal"])            # [K, goals]
+    assert by_goal.shape == (2, 2) and np.all(by_goal < 0)            # -sqrt(distance) every step
+    assert returns["perfect_master"] == pytest.approx(by_goal.max(axis=0).mean(), abs=1e-3)
+    assert returns["coin_flip"] == pytest.approx(by_goal.mean(), abs=1e-3)
     headings = summary["subpolicy_headings"]
     assert len(headings["subpolicies"]) == 2 and headings["min_angle_between_deg"] is not None
     assert all(np.isfinite(s["mean_distance"]) for s in headings["subpolicies"])
