@@ -37,12 +37,13 @@ def subpolicy_returns(trainer, state, key, episodes: int = 16) -> dict:
     """Each sub-policy alone for `episodes` sampled episodes on each goal: `by_subpolicy_and_goal`
     [K][goals] mean returns; `perfect_master`, the mean over goals of the better sub-policy's return
     (a master that always picks it); `coin_flip`, the mean of all (a master that picks at random)."""
+    goals = np.repeat(np.arange(len(GOALS)), episodes)                    # [goals * episodes]
+    tasks = TwoWalkTask(goal=jnp.asarray(goals, jnp.int32))
     returns = np.zeros((trainer.config.num_subpolicies, len(GOALS)))
-    for goal in range(len(GOALS)):
-        tasks = TwoWalkTask(goal=jnp.full((episodes,), goal, jnp.int32))
-        for k in range(trainer.config.num_subpolicies):
-            trajectory = run_subpolicy(trainer, state, k, tasks, jax.random.fold_in(key, len(GOALS) * k + goal))
-            returns[k, goal] = np.asarray(trajectory.reward[1:]).sum(axis=0).mean()
+    for k in range(trainer.config.num_subpolicies):
+        trajectory = run_subpolicy(trainer, state, k, tasks, jax.random.fold_in(key, k))
+        episode_returns = np.asarray(trajectory.reward[1:]).sum(axis=0)    # [goals * episodes]
+        returns[k] = [episode_returns[goals == goal].mean() for goal in range(len(GOALS))]
     return {"by_subpolicy_and_goal": returns.round(4).tolist(), "perfect_master": round(float(returns.max(0).mean()), 4),
             "coin_flip": round(float(returns.mean()), 4)}
 
