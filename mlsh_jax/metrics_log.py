@@ -81,14 +81,13 @@ class MetricsLog:
         self.rows = list(previous_rows)
         self.on_metrics = on_metrics
         self._last_time = time.time()
-        path = out / METRICS_FILE
+        self._path = out / METRICS_FILE
         self._fieldnames = list(self.rows[0]) if self.rows else None
         self._file = self._writer = self._tensorboard = None
         if write_files and self.rows:
-            self._rewrite(path)
+            self._rewrite()
         if write_files:
-            self._file = open(path, "a" if self.rows else "w", newline="")
-            self._writer = csv.DictWriter(self._file, fieldnames=self._fieldnames) if self.rows else None
+            self._open(append=bool(self.rows))
         if tensorboard and write_files:
             from tensorboardX import SummaryWriter  # imported here: only runs that log need it
 
@@ -97,13 +96,19 @@ class MetricsLog:
         self._bar = tqdm(total=config.num_updates, initial=len(self.rows), desc=description or config.algorithm,
                          unit="update", disable=not progress, dynamic_ncols=True)
 
-    def _rewrite(self, path: pathlib.Path) -> None:
-        tmp = path.with_suffix(".csv.tmp")
+    def _rewrite(self) -> None:
+        """metrics.csv anew from `self.rows` (a column a row lacks reads "nan")."""
+        tmp = self._path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=self._fieldnames)
+            writer = csv.DictWriter(file, fieldnames=self._fieldnames, restval="nan")
             writer.writeheader()
             writer.writerows(self.rows)
-        tmp.replace(path)
+        tmp.replace(self._path)
+
+    def _open(self, append: bool) -> None:
+        self._file = open(self._path, "a" if append else "w", newline="")
+        self._writer = (csv.DictWriter(self._file, fieldnames=self._fieldnames, restval="nan")
+                        if append else None)
 
     def record(self, update: int, metrics: dict[str, Any]) -> dict[str, float]:
         """Logs the host metrics of update number `update` (1-based); returns its CSV row."""
@@ -128,8 +133,14 @@ class MetricsLog:
     def _write_csv(self, row: dict[str, float]) -> None:
         if self._writer is None:
             self._fieldnames = list(row)
-            self._writer = csv.DictWriter(self._file, fieldnames=self._fieldnames)
+            self._writer = csv.DictWriter(self._file, fieldnames=self._fieldnames, restval="nan")
             self._writer.writeheader()
+        new_columns = [c for c in row if c not in self._fieldnames]
+        if new_columns:  # a run resumed by a newer version that logs more: widen the file
+            self._file.close()
+            self._fieldnames += new_columns
+            self._rewrite()
+            self._open(append=True)
         self._writer.writerow(row)
         self._file.flush()
 

@@ -174,3 +174,22 @@ def test_resume_without_a_run_is_refused(tmp_path):
 def test_a_new_run_on_an_existing_run_points_at_resume(tmp_path, reference):
     done = cli("--out", str(reference), "--preset", "smoke")
     assert done.returncode == 2 and "--resume" in done.stderr
+
+
+def test_a_resumed_run_that_logs_new_columns_widens_metrics_csv(tmp_path):
+    """A run written by a version that logged fewer columns, resumed by one that logs more (e.g. the
+    returns per kind of task): the old rows read NaN in the new columns, nothing is lost."""
+    from conftest import tiny_config
+    from mlsh_jax.metrics_log import MetricsLog, read_rows
+
+    old = [{"update": u, "env_steps": u, "wall_s": float(u), "interval_s": 1.0, "env_steps_per_s": 1.0,
+            "mean_return": float(u), "mean_return_post_warmup": float(u)} for u in (1, 2)]
+    log = MetricsLog(tmp_path, tiny_config(), time.time(), previous_rows=old, progress=False, tensorboard=False)
+    log.record(3, {"mean_return": 3.0, "mean_return_post_warmup": 3.0, "mean_return_by_task": np.array([4.0, 5.0])})
+    log.record(4, {"mean_return": 6.0, "mean_return_post_warmup": 6.0, "mean_return_by_task": np.array([7.0, 8.0])})
+    log.close()
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [r["update"] for r in rows] == [1, 2, 3, 4]
+    assert [r["mean_return"] for r in rows] == [1.0, 2.0, 3.0, 6.0]
+    assert np.isnan(rows[0]["mean_return_by_task_0"]) and np.isnan(rows[1]["mean_return_by_task_1"])
+    assert [r["mean_return_by_task_1"] for r in rows[2:]] == [5.0, 8.0]
