@@ -8,6 +8,7 @@ task slot per update (here 10 env copies x 200 steps: one master decision per co
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 
@@ -74,15 +75,26 @@ def auto_settings(env: str, num_subpolicies: int, cpu_updates: int, **changes) -
     return paper_settings(env, num_subpolicies, num_slots=256 * jax.device_count(), num_updates=1000, **changes)
 
 
-def presets(env: str, num_subpolicies: int, cpu_updates: int, **task) -> dict:
+def presets(env: str, num_subpolicies: int, cpu_updates: int, master_learning_rate: float | None = None,
+            **task) -> dict:
     """The presets of a Brax walk experiment: `auto` (sized to the devices present), `cpu` (16 slots,
-    `cpu_updates` updates), `paper` (10 slots) and `smoke`; `task` holds the experiment's own settings."""
-    return {
+    `cpu_updates` updates), `paper` (10 slots) and `smoke`; `task` holds the experiment's own settings,
+    `master_learning_rate` (when given) replaces the paper's 0.01 in every preset."""
+    builders = {
         "auto": lambda: auto_settings(env, num_subpolicies, cpu_updates=cpu_updates, **task),
         "cpu": lambda: paper_settings(env, num_subpolicies, num_slots=16, num_updates=cpu_updates, **task),
         "paper": lambda: paper_settings(env, num_subpolicies, **task),
         "smoke": lambda: smoke_settings(env, num_subpolicies, **task),
     }
+    if master_learning_rate is None:
+        return builders
+    return {name: functools.partial(_with_master_learning_rate, build, master_learning_rate)
+            for name, build in builders.items()}
+
+
+def _with_master_learning_rate(build, learning_rate: float) -> MLSHConfig:
+    config = build()
+    return dataclasses.replace(config, master=dataclasses.replace(config.master, learning_rate=learning_rate))
 
 
 def run_time_estimate(config: MLSHConfig, updates_done: int = 0) -> str:

@@ -71,6 +71,12 @@ def test_run_time_estimate_counts_cpu_host_devices(monkeypatch):
     assert rate(brax_family.run_time_estimate(config)) == rate(one_device)
 
 
+def test_twowalk_masters_learn_at_1e_3_in_every_preset():
+    assert {build().master.learning_rate for build in ant_twowalk.PRESETS.values()} == {1e-3}
+    assert ant_twowalk.PRESETS["smoke"]().master.num_minibatches == 2    # the rest of the preset's master kept
+    assert ant_maze.PRESETS["paper"]().master.learning_rate == 0.01     # other experiments: the paper's
+
+
 def test_task_balanced_curve_weights_each_goal_equally():
     nan = np.nan
     rows = [{"mean_return_by_task_0": a, "mean_return_by_task_1": b}
