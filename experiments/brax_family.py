@@ -15,6 +15,7 @@ import os
 import jax
 import numpy as np
 
+from experiments import common
 from mlsh_jax.config import MLSHConfig, PPOConfig
 
 HUMANOID_CPU_RATE = 3_450.0     # MLSH on humanoid_walkcrawl, 2-core CPU, 16 slots (see below)
@@ -107,10 +108,8 @@ def run_time_estimate(config: MLSHConfig, updates_done: int = 0) -> str:
         rate *= devices
     elif min(devices, os.cpu_count() or 1) >= 2:
         rate *= CPU_MULTI_DEVICE_SPEEDUP
-    from experiments.common import env_steps_left
-
     minutes = (config.num_updates - updates_done) * config.env_steps_per_update / rate / 60
-    return (f"{env_steps_left(config, updates_done)}; estimated run time about "
+    return (f"{common.env_steps_left(config, updates_done)}; estimated run time about "
             f"{math.ceil(minutes)} min at ~{rate:,.0f} steps/s measured on {device_kind()} x {devices} "
             f"device{'s' if devices > 1 else ''} (plus compile)")
 
@@ -138,7 +137,5 @@ def subpolicy_headings(trainer, state, tasks, key) -> dict:
 def run_experiment(module: str, title: str, presets: dict, argv, analyse, default_preset: str = "auto") -> dict:
     """Command line of an ant experiment: MLSH, then the shared-policy baseline (see
     `experiments.common.run_with_shared_baseline`), with a run-time estimate printed first."""
-    from experiments import common
-
     return common.run_with_shared_baseline(module, title, presets, argv, analyse, default_preset,
                                            estimate=run_time_estimate)

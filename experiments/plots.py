@@ -58,8 +58,9 @@ def plot_learning_curves(
 
 def task_balanced_curve(rows: Sequence[Mapping[str, float]], smooth: int) -> np.ndarray | None:
     """Mean over kinds of task of each kind's trailing mean return (`mean_return_by_task_<k>`
-    columns) per update [updates], NaN-aware; None when the rows have no such columns."""
-    kinds = sorted({c for r in rows[:1] for c in r if c.startswith("mean_return_by_task_")})
+    columns, taken from the last row: a run resumed by a version that logs them has them only from
+    then on) per update [updates], NaN-aware; None when the rows have no such columns."""
+    kinds = sorted(c for c in (rows[-1] if rows else {}) if c.startswith("mean_return_by_task_"))
     if not kinds:
         return None
     per_kind = np.stack([trailing_mean(_column(rows, c), smooth) for c in kinds])   # [kinds, updates]

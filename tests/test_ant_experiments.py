@@ -84,6 +84,9 @@ def test_task_balanced_curve_weights_each_goal_equally():
     # trailing means over 2 updates: goal 0 -> 1, 1, 3, 3; goal 1 -> nan, -1, -1, nan
     np.testing.assert_allclose(plots.task_balanced_curve(rows, smooth=2), [1.0, 0.0, 1.0, 3.0])
     assert plots.task_balanced_curve([{"mean_return": 1.0}], smooth=2) is None
+    # a run resumed by a version that logs the kinds: its earlier rows lack them
+    resumed = plots.task_balanced_curve([{"mean_return": 1.0}] + rows[:2], smooth=1)
+    assert np.isnan(resumed[0]) and list(resumed[1:]) == [1.0, -1.0]
 
 
 def test_maze_smoke_reports_success(tmp_path):
