@@ -3,7 +3,9 @@
 Every experiment accepts `--out DIR`, `--seed INT`, `--preset NAME`, `--set FIELD=VALUE`
 overrides of any configuration field (dotted for PPO settings, e.g. `--set sub.learning_rate=1e-4`)
 and `--resume` (continue the run in --out from its newest checkpoint; its stored configuration is
-the starting point, and only `RESUMABLE_FIELDS` may be changed with --set).
+the starting point, and only `RESUMABLE_FIELDS` may be changed with --set). The experiments with a
+shared-policy baseline also take `--no-baseline` (MLSH alone) and `--baseline-only` (the baseline of
+the MLSH run in --out, as a second job beside it).
 Bad input stops before any compile or file write with one message and exit code 2.
 """
 
@@ -18,7 +20,8 @@ from typing import Callable, Mapping
 
 from envs import ENV_REGISTRY
 from mlsh_jax.checkpoint import CheckpointError
-from mlsh_jax.config import ConfigError, MLSHConfig
+from mlsh_jax.config import RESUMABLE_FIELDS, ConfigError, MLSHConfig, config_differences
+from mlsh_jax.loading import CONFIG_FILE
 from mlsh_jax.resume import ResumeError, find_resume_point, read_run_config
 from mlsh_jax.distributed import ClusterError, check_slots_divide, initialize_cluster, slot_mesh, to_host
 from mlsh_jax.faults import NonFiniteError
@@ -139,12 +142,7 @@ def resolve_run(experiment: str, args, presets: Mapping[str, Callable[[], MLSHCo
     restored and verified). With `--distributed` the process joins its cluster first; the task
     slots must split evenly over all devices."""
     out = default_out_dir(experiment, args)
-    # The cluster comes first: presets sized to the devices present look at them (which starts JAX's
-    # backend, after which a process can no longer join a cluster).
-    if args.distributed:
-        initialize_cluster(args.coordinator, args.num_processes, args.process_id, timeout_s=args.cluster_timeout)
-    elif any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
-        raise UsageError("--coordinator, --num-processes and --process-id need --distributed")
+    join_cluster_if_asked(args)
     stored = read_run_config(out) if args.resume else None
     config = resolve_config(args, presets, stored=stored)
     check_slots_divide(config.num_slots, slot_mesh())
@@ -152,6 +150,43 @@ def resolve_run(experiment: str, args, presets: Mapping[str, Callable[[], MLSHCo
         return config, out, find_resume_point(out, config).update
     check_out_dir(out)
     return config, out, 0
+
+
+def join_cluster_if_asked(args) -> None:
+    """Joins the multi-process cluster of `--distributed`. It comes before anything else: presets
+    sized to the devices present look at them (which starts JAX's backend, after which a process can
+    no longer join a cluster)."""
+    if args.distributed:
+        initialize_cluster(args.coordinator, args.num_processes, args.process_id, timeout_s=args.cluster_timeout)
+    elif any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
+        raise UsageError("--coordinator, --num-processes and --process-id need --distributed")
+
+
+def resolve_baseline_only(experiment: str, args, presets: Mapping[str, Callable[[], MLSHConfig]]
+                          ) -> tuple[MLSHConfig, pathlib.Path, int]:
+    """`--baseline-only`: the shared-policy baseline of the MLSH run in --out, as its own job (e.g.
+    beside that run on another machine). Its configuration is the MLSH run's stored one, so the two
+    stay paired: --preset is refused and --set may change only RESUMABLE_FIELDS. Returns the
+    baseline's configuration, directory (OUT/baseline_shared) and updates already done."""
+    if args.preset is not None:
+        raise UsageError("--baseline-only takes its configuration from the MLSH run in --out; drop --preset")
+    out = default_out_dir(experiment, args)
+    join_cluster_if_asked(args)
+    if not (out / CONFIG_FILE).is_file():
+        raise UsageError(f"--baseline-only needs the MLSH run it is the baseline of in {out}: start that run "
+                         "first (e.g. with --no-baseline; it writes its config.json before compiling)")
+    stored = read_run_config(out)
+    config = resolve_config(args, presets, stored=stored)
+    unpaired = sorted(set(config_differences(stored, config)) - set(RESUMABLE_FIELDS))
+    if unpaired:
+        raise UsageError(f"--baseline-only cannot change {', '.join(unpaired)}: the baseline must match the "
+                         f"MLSH run in {out}; only {', '.join(RESUMABLE_FIELDS)} may be set")
+    check_slots_divide(config.num_slots, slot_mesh())
+    baseline, baseline_out = shared_baseline(config), out / BASELINE_DIR
+    if args.resume:
+        return baseline, baseline_out, find_resume_point(baseline_out, baseline).update
+    check_out_dir(baseline_out)
+    return baseline, baseline_out, 0
 
 
 def env_steps_left(config: MLSHConfig, updates_done: int = 0) -> str:
@@ -179,6 +214,10 @@ def shared_part_on_host(state):
     """A TrainState's replicated part (sub-policies, observation statistics) as host arrays, without
     the per-slot part: what evaluation and figures need, usable on any process of a cluster."""
     return state.replace(subs=to_host(state.subs), obs_stats=to_host(state.obs_stats), slots=None)
+
+
+# Where an experiment puts its shared-policy baseline: a run directory inside the MLSH run's.
+BASELINE_DIR = "baseline_shared"
 
 
 def shared_baseline(config: MLSHConfig) -> MLSHConfig:
@@ -216,11 +255,17 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
     from mlsh_jax.files import write_json
 
     parser = base_parser(title, presets, default_preset=default_preset)
-    parser.add_argument("--no-baseline", action="store_true", help="skip the shared-policy baseline")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--no-baseline", action="store_true", help="skip the shared-policy baseline")
+    which.add_argument("--baseline-only", action="store_true",
+                       help="train only the shared-policy baseline of the MLSH run in --out (started with "
+                            "--no-baseline), as a second job beside it; then --resume writes the summary")
     args = parser.parse_args(argv)
+    if args.baseline_only:
+        return _baseline_only(module, title, presets, args, estimate)
     try:
         config, out, updates_done = resolve_run(module.split(".")[-1], args, presets)
-        baseline_out = out / "baseline_shared"
+        baseline_out = out / BASELINE_DIR
         resume_baseline = args.resume and can_resume(baseline_out)
         if resume_baseline:
             find_resume_point(baseline_out, shared_baseline(config))
@@ -239,8 +284,7 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
         shared = train_or_exit(module, shared_baseline(config), baseline_out, resume=resume_baseline,
                                progress=not args.no_progress, description="shared policy")
         curves["shared policy"] = shared.rows
-        summary["baseline_shared"] = {k: shared.summary[k] for k in HEADLINE_RETURNS + ("wall_s",)
-                                      if k in shared.summary}
+        summary["baseline_shared"] = _headline(shared.summary)
     if not is_main_process():  # in a cluster, process 0 writes the files
         return summary
     write_json(out / "summary.json", summary)
@@ -253,6 +297,29 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
     return summary
 
 
-__all__ = ["INPUT_ERRORS", "UsageError", "apply_overrides", "base_parser", "can_resume", "check_out_dir",
-           "default_out_dir", "env_steps_left", "exit_with_usage_error", "resolve_config", "resolve_run", "run_with_shared_baseline", "shared_baseline", "shared_part_on_host",
+def _headline(summary: dict) -> dict:
+    return {k: summary[k] for k in HEADLINE_RETURNS + ("wall_s",) if k in summary}
+
+
+def _baseline_only(module: str, title: str, presets: Mapping[str, Callable[[], MLSHConfig]], args,
+                   estimate: Callable[[MLSHConfig, int], str] | None) -> dict:
+    """`--baseline-only`: trains (or resumes) OUT/baseline_shared alone; prints and returns its headline
+    returns. The pair's summary.json and figure come from `--resume` of OUT once both have finished."""
+    try:
+        config, out, updates_done = resolve_baseline_only(module.split(".")[-1], args, presets)
+    except INPUT_ERRORS as error:
+        exit_with_usage_error(str(error))
+    budget = estimate(config, updates_done) if estimate else env_steps_left(config, updates_done)
+    print(f"{title}, shared-policy baseline only{', resuming' if args.resume else ''}: {config.num_slots} task "
+          f"slots x {config.num_updates} updates, {budget} -> {out}", flush=True)
+    shared = train_or_exit(module, config, out, resume=args.resume, progress=not args.no_progress,
+                           description="shared policy")
+    headline = _headline(shared.summary)
+    print(json.dumps(headline))
+    print(f"when the MLSH run has finished too: python -m {module} --out {out.parent} --resume", flush=True)
+    return headline
+
+
+__all__ = ["BASELINE_DIR", "INPUT_ERRORS", "UsageError", "apply_overrides", "base_parser", "can_resume", "check_out_dir",
+           "default_out_dir", "env_steps_left", "exit_with_usage_error", "join_cluster_if_asked", "resolve_baseline_only", "resolve_config", "resolve_run", "run_with_shared_baseline", "shared_baseline", "shared_part_on_host",
            "train_or_exit"]

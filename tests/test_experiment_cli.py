@@ -119,3 +119,35 @@ def test_unknown_preset_and_existing_out_dir_are_refused(tmp_path):
 def test_both_warmup_and_joint_zero_is_refused():
     with pytest.raises(ValueError, match="warmup_updates \\+ joint_updates"):
         MLSHConfig(warmup_updates=0, joint_updates=0).validate()
+
+
+def test_mlsh_and_its_baseline_as_two_jobs_then_resume_writes_the_summary(tmp_path, smoke_run):
+    """`--no-baseline` and `--baseline-only` split the pair into two jobs; `--resume` of the pair then
+    trains nothing more and writes the summary, equal to the one of the pair trained in one job."""
+    out = tmp_path / "pair"
+    refused = run_cli("--out", str(out), "--baseline-only")
+    assert refused.returncode == 2 and "start that run first" in refused.stderr and not out.exists()
+    moving_bandits.main(["--preset", "smoke", "--out", str(out), "--no-progress", "--no-baseline"])
+    assert not (out / "baseline_shared").exists()
+    assert "baseline_shared" not in json.loads((out / "summary.json").read_text())
+    for bad, says in ((["--preset", "smoke"], "drop --preset"),
+                      (["--set", "sub.learning_rate=0.1"], "cannot change sub.learning_rate"),
+                      (["--seed", "3"], "cannot change seed"),
+                      (["--no-baseline"], "not allowed with argument")):
+        refused = run_cli("--out", str(out), "--baseline-only", *bad)
+        assert refused.returncode == 2 and says in refused.stderr, (bad, refused.stderr)
+        assert "Traceback" not in refused.stderr and not (out / "baseline_shared").exists()
+
+    headline = moving_bandits.main(["--out", str(out), "--baseline-only", "--no-progress"])
+    assert set(headline) >= {"mean_return", "wall_s"}
+    assert "baseline_shared" not in json.loads((out / "summary.json").read_text())
+    again = run_cli("--out", str(out), "--baseline-only")       # never overwritten
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+    summary = moving_bandits.main(["--out", str(out), "--resume", "--no-progress"])
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["baseline_shared"]["mean_return"] == headline["mean_return"]
+    one_job = json.loads((smoke_run[0] / "summary.json").read_text())
+    assert summary["mean_return"] == one_job["mean_return"]
+    assert saved["baseline_shared"]["mean_return"] == one_job["baseline_shared"]["mean_return"]
+    assert (out / "learning_curve.png").is_file()
