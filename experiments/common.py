@@ -196,16 +196,19 @@ def env_steps_left(config: MLSHConfig, updates_done: int = 0) -> str:
     return f"{left:,} env steps" + (f" left of {total:,}" if updates_done else "")
 
 
-def train_or_exit(module: str, config: MLSHConfig, out: pathlib.Path, *, resume: bool, **train_kwargs) -> RunResult:
-    """`mlsh_jax.run.train` for a command line: a preempted run prints how to resume it and exits 0;
-    a run that produced NaNs prints the message and exits 1."""
+def train_or_exit(module: str, config: MLSHConfig, out: pathlib.Path, *, resume: bool,
+                  resume_args: str | None = None, **train_kwargs) -> RunResult:
+    """`mlsh_jax.run.train` for a command line: a preempted run prints how to resume it (`python -m
+    module` + `resume_args`, by default `--out OUT --resume`: give the flags that resume the whole
+    job when `out` is one of its parts) and exits 0; a run that produced NaNs prints the message and
+    exits 1."""
     try:
         result = train(config, out, resume=resume, **train_kwargs)
     except NonFiniteError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     if result.preempted:
-        print(f"to resume: python -m {module} --out {out} --resume", file=sys.stderr, flush=True)
+        print(f"to resume: python -m {module} {resume_args or f'--out {out} --resume'}", file=sys.stderr, flush=True)
         raise SystemExit(0)
     return result
 
@@ -276,13 +279,15 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
     print(f"{title}{', resuming' if args.resume else ''}: {config.num_slots} task slots x {config.num_updates} "
           f"updates, {budget}{'' if args.no_baseline else ', then the shared-policy baseline on the same budget'}"
           f" -> {out}", flush=True)
-    mlsh = train_or_exit(module, config, out, resume=args.resume, progress=not args.no_progress, description="MLSH")
+    resume_args = f"--out {out} --resume" + (" --no-baseline" if args.no_baseline else "")
+    mlsh = train_or_exit(module, config, out, resume=args.resume, resume_args=resume_args,
+                         progress=not args.no_progress, description="MLSH")
     analysis = analyse(mlsh, out)
     summary = dict(mlsh.summary, **analysis)
     curves = {"MLSH": mlsh.rows}
     if not args.no_baseline:
         shared = train_or_exit(module, shared_baseline(config), baseline_out, resume=resume_baseline,
-                               progress=not args.no_progress, description="shared policy")
+                               resume_args=resume_args, progress=not args.no_progress, description="shared policy")
         curves["shared policy"] = shared.rows
         summary["baseline_shared"] = _headline(shared.summary)
     if not is_main_process():  # in a cluster, process 0 writes the files
@@ -313,7 +318,7 @@ def _baseline_only(module: str, title: str, presets: Mapping[str, Callable[[], M
     print(f"{title}, shared-policy baseline only{', resuming' if args.resume else ''}: {config.num_slots} task "
           f"slots x {config.num_updates} updates, {budget} -> {out}", flush=True)
     shared = train_or_exit(module, config, out, resume=args.resume, progress=not args.no_progress,
-                           description="shared policy")
+                           resume_args=f"--out {out.parent} --baseline-only --resume", description="shared policy")
     headline = _headline(shared.summary)
     print(json.dumps(headline))
     print(f"when the MLSH run has finished too: python -m {module} --out {out.parent} --resume", flush=True)

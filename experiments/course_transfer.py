@@ -125,7 +125,8 @@ def run_course_transfer(module: str, title: str, env: str, presets: dict, argv, 
 
     print(f"{title}: {config.num_slots} masters over the sub-policies of {args.subs_from}, "
           f"{brax_family.run_time_estimate(config, updates_done)} -> {out}", flush=True)
-    mlsh = common.train_or_exit(module, config, out, resume=args.resume, trainer=trainer,
+    resume_args = f"--subs-from {args.subs_from} --out {out} --resume" + (" --no-baseline" if args.no_baseline else "")
+    mlsh = common.train_or_exit(module, config, out, resume=args.resume, trainer=trainer, resume_args=resume_args,
                                 progress=not args.no_progress, description="masters over transferred subs",
                                 prepare_state=lambda state: with_subpolicies(trainer, state, transferred))
     single_process = jax.process_count() == 1  # the progress episodes need every slot's master here
@@ -136,6 +137,7 @@ def run_course_transfer(module: str, title: str, env: str, presets: dict, argv, 
         baseline_out = out / baseline.name
         result = common.train_or_exit(module, baseline_config, baseline_out,
                                       resume=args.resume and common.can_resume(baseline_out), trainer=baseline_trainer,
+                                      resume_args=resume_args,
                                       progress=not args.no_progress, description=baseline.label, prepare_state=prepare)
         curves[baseline.label] = result.rows
         summary[f"baseline_{baseline.name}"] = dict(

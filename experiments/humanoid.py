@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.humanoid import CRAWL, WALK, WalkCrawlTask
+from envs.humanoid import CRAWL, HEALTHY_Z, WALK, WalkCrawlTask
 from experiments import brax_family, common
 from mlsh_jax.evaluation import run_subpolicy
 
@@ -32,7 +32,9 @@ PRESETS = brax_family.presets("humanoid_walkcrawl", K, cpu_updates=240, **TASK)
 
 def subpolicy_postures(trainer, state, key, episodes: int = 8) -> dict:
     """Each sub-policy alone for one episode on each objective (`episodes` copies, sampled actions,
-    no reset at a fall): mean torso height over the episode and mean x displacement."""
+    no reset at a fall): mean torso height over the episode and over its first macro step (what a
+    master's one choice gets: a walker that falls later still stood through it), the share of steps
+    with the torso at or above the walk task's healthy height, and mean x displacement."""
     result = {}
     for k in range(trainer.config.num_subpolicies):
         per_objective = {}
@@ -40,8 +42,12 @@ def subpolicy_postures(trainer, state, key, episodes: int = 8) -> dict:
             tasks = WalkCrawlTask(objective=jnp.full((episodes,), objective, jnp.int32))
             trajectory = run_subpolicy(trainer, state, k, tasks, jax.random.fold_in(key, 2 * k + objective))
             obs = np.asarray(trajectory.obs)                       # [T + 1, n, 47]: torso z first, x at -2
-            per_objective[name] = {"mean_torso_height": round(float(obs[..., 0].mean()), 3),
-                                   "mean_x_displacement": round(float((obs[-1, :, -2] - obs[0, :, -2]).mean()), 3)}
+            height = obs[..., 0]
+            per_objective[name] = {
+                "mean_torso_height": round(float(height.mean()), 3),
+                "mean_torso_height_first_macro_step": round(float(height[:trainer.config.macro_duration].mean()), 3),
+                "upright_fraction": round(float((height >= HEALTHY_Z).mean()), 3),
+                "mean_x_displacement": round(float((obs[-1, :, -2] - obs[0, :, -2]).mean()), 3)}
         result[f"subpolicy_{k}"] = per_objective
     return result
 

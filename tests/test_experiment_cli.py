@@ -5,12 +5,13 @@ import csv
 import json
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
 import pytest
 
-from experiments import moving_bandits
+from experiments import common, moving_bandits
 from mlsh_jax import RunLoadError, load_run
 from mlsh_jax.config import MLSHConfig
 from tests.helpers.messages import user_message
@@ -121,7 +122,7 @@ def test_both_warmup_and_joint_zero_is_refused():
         MLSHConfig(warmup_updates=0, joint_updates=0).validate()
 
 
-def test_mlsh_and_its_baseline_as_two_jobs_then_resume_writes_the_summary(tmp_path, smoke_run):
+def test_mlsh_and_its_baseline_as_two_jobs_then_resume_writes_the_summary(tmp_path, smoke_run, monkeypatch, capsys):
     """`--no-baseline` and `--baseline-only` split the pair into two jobs; `--resume` of the pair then
     trains nothing more and writes the summary, equal to the one of the pair trained in one job."""
     out = tmp_path / "pair"
@@ -138,6 +139,12 @@ def test_mlsh_and_its_baseline_as_two_jobs_then_resume_writes_the_summary(tmp_pa
         assert refused.returncode == 2 and says in refused.stderr, (bad, refused.stderr)
         assert "Traceback" not in refused.stderr and not (out / "baseline_shared").exists()
 
+    with monkeypatch.context() as patch:   # a preempted baseline job says how to resume that job
+        patch.setattr(common, "train", lambda *a, **k: types.SimpleNamespace(preempted=True))
+        with pytest.raises(SystemExit) as stopped:
+            moving_bandits.main(["--out", str(out), "--baseline-only", "--no-progress"])
+    assert stopped.value.code == 0
+    assert f"to resume: python -m experiments.moving_bandits --out {out} --baseline-only --resume" in capsys.readouterr().err
     headline = moving_bandits.main(["--out", str(out), "--baseline-only", "--no-progress"])
     assert set(headline) >= {"mean_return", "wall_s"}
     assert "baseline_shared" not in json.loads((out / "summary.json").read_text())

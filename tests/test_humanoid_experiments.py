@@ -41,6 +41,9 @@ def test_walkcrawl_smoke_writes_the_contract_baseline_and_postures(walkcrawl_run
         assert sorted(per_objective) == ["crawl", "walk"]
         for figures in per_objective.values():
             assert 0.0 < figures["mean_torso_height"] < 2.0 and np.isfinite(figures["mean_x_displacement"])
+            # It starts standing (torso at 1.41) and cannot fall in one 10-step macro step (0.15 s).
+            assert figures["mean_torso_height_first_macro_step"] > 1.0
+            assert 0.0 < figures["upright_fraction"] <= 1.0
 
 
 def test_course_trains_masters_and_both_baselines_over_the_transferred_policies(walkcrawl_run, tmp_path):

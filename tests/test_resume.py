@@ -85,13 +85,14 @@ def test_sigterm_stops_with_a_checkpoint_and_resume_matches_the_uninterrupted_ru
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     assert "received SIGTERM" in stderr
-    assert f"python -m experiments.moving_bandits --out {out} --resume" in stderr
+    hint = f"to resume: python -m experiments.moving_bandits --out {out} --resume --no-baseline"
+    assert hint in stderr  # the job ran without its baseline: so does its resume
     stopped_at = find_resume_point(out, config()).update
     assert 2 <= stopped_at < NUM_UPDATES
     assert len(metric_rows(out)) == stopped_at  # every update up to the checkpoint was logged
     assert not (out / "summary.json").exists()
 
-    done = cli("--out", str(out), "--resume", "--no-baseline", "--no-progress")
+    done = cli(*hint.split(" experiments.moving_bandits ")[1].split(), "--no-progress")
     assert done.returncode == 0, done.stderr
     assert_same_run(out, reference)
     resumes = [json.loads(line) for line in (out / "resumes.jsonl").read_text().splitlines()]
