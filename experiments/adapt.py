@@ -158,7 +158,7 @@ def plan(run: pathlib.Path, out: pathlib.Path, seed: int, args, trainers: dict) 
     if not args.no_baselines and not env.continuous_actions:
         flat = flat_settings(source, env.action_size, args.slots, args.updates, seed).validate()
         flat_trainer = _shared_trainer(trainers, "flat", flat, env, run)
-        shared_run = args.shared_from or run / "baseline_shared"
+        shared_run = args.shared_from or run / common.BASELINE_DIR
         if args.shared_from is not None or (shared_run / "config.json").is_file():
             shared = load_shared_policy(shared_run, flat_trainer)
         else:

@@ -275,7 +275,7 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
     except INPUT_ERRORS as error:
         exit_with_usage_error(str(error))
 
-    budget = estimate(config, updates_done) if estimate else env_steps_left(config, updates_done)
+    budget = (estimate or env_steps_left)(config, updates_done)
     print(f"{title}{', resuming' if args.resume else ''}: {config.num_slots} task slots x {config.num_updates} "
           f"updates, {budget}{'' if args.no_baseline else ', then the shared-policy baseline on the same budget'}"
           f" -> {out}", flush=True)
@@ -314,7 +314,7 @@ def _baseline_only(module: str, title: str, presets: Mapping[str, Callable[[], M
         config, out, updates_done = resolve_baseline_only(module.split(".")[-1], args, presets)
     except INPUT_ERRORS as error:
         exit_with_usage_error(str(error))
-    budget = estimate(config, updates_done) if estimate else env_steps_left(config, updates_done)
+    budget = (estimate or env_steps_left)(config, updates_done)
     print(f"{title}, shared-policy baseline only{', resuming' if args.resume else ''}: {config.num_slots} task "
           f"slots x {config.num_updates} updates, {budget} -> {out}", flush=True)
     shared = train_or_exit(module, config, out, resume=args.resume, progress=not args.no_progress,

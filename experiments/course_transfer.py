@@ -87,7 +87,7 @@ def _baseline_plan(baseline: Baseline, config: MLSHConfig, subs_from: pathlib.Pa
     baseline_config = flat_ppo(config)
     if not baseline.from_shared_policy:
         return baseline_config, None, None
-    shared_run = subs_from / "baseline_shared"
+    shared_run = subs_from / common.BASELINE_DIR
     if not (shared_run / "config.json").is_file():
         raise TransferError(f"--subs-from {subs_from} has no shared-policy baseline ({shared_run}); train the "
                             f"source without --no-baseline, or pass --no-baseline here")
