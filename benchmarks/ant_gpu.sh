@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ant-family throughput on one GPU, as measured for the README ("Ant family", GPU row).
+# Ant-family throughput on one GPU, as measured for docs/benchmarks.md ("Ant family", GPU row).
 # Usage: OUT=results_dir bash benchmarks/ant_gpu.sh
 # If a .whl/ folder is present its wheels are installed first (for machines without a package index).
 set -u

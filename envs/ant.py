@@ -1,7 +1,7 @@
 """The Brax ant as a task distribution: the model with walls, and the shared step of every ant task.
 
 Model: Brax's Gym ant (`brax/envs/assets/ant.xml`) with axis-aligned box walls added to the world
-body. Collision set-up, chosen by measurement (README, "Ant physics"): the feet touch the floor as in
+body. Collision set-up, chosen by measurement (docs/results_ant.md, "Physics set-up"): the feet touch the floor as in
 Brax's ant; the walls collide only with an invisible, massless *bumper* sphere on the torso (radius
 0.8, about the reach of the legs), not with every foot and limb. One sphere-box pair per wall instead
 of five kept the ant envs at >= 0.5x plain ant speed on the spring backend (13 walls against torso and

@@ -9,8 +9,8 @@ tasks are one compiled program with the geometry in the task's `System`.
 Collisions (contype & conaffinity): in Brax's model only the feet touch the floor; a crawl needs the
 rest of the body to rest on it and the ceiling has to stop the upper body. Floor 0/1, feet and hands
 1/0, butt 1/0 (floor), head, torso and butt also 2 (ceiling), ceiling 0/2. Limbs, shins and arms
-touch nothing but through their end spheres. The choice and its cost are in the README ("Humanoid
-physics").
+touch nothing but through their end spheres. The choice and its cost are in docs/results_humanoid.md ("The tasks
+as built").
 
 Observation (47): q[2:] (22: torso height, orientation, 17 joint angles) and qd (23), then the
 torso's (x, y). Sub-policies see the first 45 (body state only); the master also sees where it is.

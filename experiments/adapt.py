@@ -46,7 +46,7 @@ from mlsh_jax.transfer import (TransferError, TransferredSubpolicies, check_comp
                                load_subpolicies, primitive_subpolicies, with_master_params, with_subpolicies)
 
 MODULE = "experiments.adapt"
-# The paper's adaptation curves, where it gives them (MLSH_SPEC.md section 4).
+# The paper's adaptation curves, where it gives them (docs/algorithm.md, "The paper's numbers").
 PAPER_LEVELS = {
     "moving_bandits": {"MLSH after 8 updates": 26.0, "shared fine-tuned": 20.0, "single policy": 2.0},
     "four_rooms": {"MLSH by 10k steps": 80.0},

@@ -28,10 +28,10 @@ K = 2
 # that value errors at the networks' initial scale (~1) do not drown the advantages. The sub-policies
 # see the ant's position, as in the original code: the reward is a function of it. Measured (CPU
 # preset, seed 0): position-blind sub-policies headed 35 deg apart at -0.724; seeing it, 68 deg
-# apart at -0.665 (README, "Ant family"). The masters learn at lr 0.001, not at the paper's 0.01:
+# apart at -0.665 (docs/results_ant.md, "Ant twowalk"). The masters learn at lr 0.001, not at the paper's 0.01:
 # with 10 decisions per slot per update, lr 0.01 masters turn deterministic within ~10 updates on
 # noise and their return does not rise over a lifetime; at 0.001 MLSH rose from level with the shared
-# policy at 400 updates to ahead of it at 800 (task-balanced; README, "Ant family").
+# policy at 400 updates to ahead of it at 800 (task-balanced; docs/results_ant.md, "Ant twowalk").
 TASK = dict(reward_scale=100.0, subpolicy_observation="full", master_learning_rate=1e-3)
 PRESETS = brax_family.presets("ant_twowalk", K, cpu_updates=800, **TASK)
 

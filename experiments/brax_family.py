@@ -1,7 +1,7 @@
 """What the Brax experiments (ant and humanoid) share: the paper's settings, presets, a run-time
 estimate, and the analysis of what each ant sub-policy does when it runs alone.
 
-Paper settings (MLSH_SPEC.md section 2): 1000-step episodes, N=200, W=20, U=40, D=2000 steps per
+Paper settings (docs/algorithm.md, "Settings"): 1000-step episodes, N=200, W=20, U=40, D=2000 steps per
 task slot per update (here 10 env copies x 200 steps: one master decision per copy per update).
 """
 
@@ -16,12 +16,12 @@ import jax
 import numpy as np
 
 from experiments import common
-from mlsh_jax.config import MLSHConfig, PPOConfig
+from mlsh_jax.config import PAPER_CREDIT, MLSHConfig, PPOConfig
 
 HUMANOID_CPU_RATE = 3_450.0     # MLSH on humanoid_walkcrawl, 2-core CPU, 16 slots (see below)
 
 # Env steps per second of MLSH training, measured with `python -m benchmarks.throughput --family
-# ant|humanoid` (README): used only to print a run-time estimate before a run starts. Ant (on
+# ant|humanoid` (docs/benchmarks.md): used only to print a run-time estimate before a run starts. Ant (on
 # ant_maze): CPU 2 cores, 16 slots (docs/results/ant_throughput_cpu_2core.json); GPU one H200, 256
 # slots (docs/results/ant_throughput_h200.json); TPU not measured (the GPU figure is used).
 MEASURED_TRAINING_RATE = {
@@ -46,6 +46,9 @@ def paper_settings(env: str, num_subpolicies: int, episode_length: int = 1000, *
         num_updates=1000, checkpoint_every=50,
         master=PPOConfig(learning_rate=0.01, num_minibatches=0, minibatch_size=64),
         sub=PPOConfig(learning_rate=3e-4, num_minibatches=15),
+        # The Brax tasks keep the paper's credit rule until the responsibility rule (the default of
+        # the discrete tasks) has been measured on them: `--set credit.rule=responsibility` tries it.
+        credit=PAPER_CREDIT,
     )
     return dataclasses.replace(config, **changes)
 

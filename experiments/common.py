@@ -52,7 +52,7 @@ def base_parser(description: str, presets: Mapping[str, Callable[[], MLSHConfig]
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its newest checkpoint (its configuration, "
                              "plus --set of num_updates, checkpoint_every or keep_checkpoints)")
-    cluster = parser.add_argument_group("multi-host (see README: clusters)")
+    cluster = parser.add_argument_group("multi-host (see docs/clusters.md)")
     cluster.add_argument("--distributed", action="store_true",
                          help="join a multi-process JAX cluster (jax.distributed; detected on SLURM, Open MPI "
                               "and Cloud TPU, or given by the three flags below)")

@@ -55,7 +55,7 @@ PRESETS = {
     "fast": FigureSettings("fast", 60, 100, 10, 100, "fast", 100),
     "smoke": FigureSettings("smoke", 3, 4, 2, 4, "smoke", 3),
 }
-# The paper's figures read at the points its text gives (MLSH_SPEC.md section 4).
+# The paper's figures read at the points its text gives (docs/algorithm.md, "The paper's numbers").
 BANDIT_ADAPT_UPDATE = 8
 FOUR_ROOMS_STEPS = 10_000          # "~80 by 10k steps"
 FOUR_ROOMS_AUC_STEPS = 20_000      # area under the curve over the first 20k steps

@@ -38,14 +38,18 @@ PRESETS = {
     ),
 }
 PAPER_LEVELS = {"MLSH": 40.0, "shared policy": 25.0}
+# A sub-policy "goes to" a goal slot when it ends within GOAL_RADIUS of it in this share of episodes.
+SEPARATION_SHARE = 0.9
 
 
 def subpolicy_goal_fractions(trainer, state, key, num_tasks: int = 200) -> dict:
     """Runs each sub-policy alone for one episode on `num_tasks` random tasks (sampled actions).
 
     Returns per sub-policy the fraction of episodes ending within GOAL_RADIUS of goal slot 0 and of
-    goal slot 1, and whether the sub-policies specialised: each ends near one slot in >= 90% of
-    episodes, and they use different slots.
+    goal slot 1; whether the sub-policies specialised (`separated`: each ends near one slot in >= 90%
+    of episodes, and they use different slots); and whether every goal slot is some sub-policy's
+    in >= 90% of episodes (`covers_every_goal`: the same as `separated` for K=2; with more
+    sub-policies than goals, some may go nowhere in particular).
     """
     task_key, run_key = jax.random.split(key)
     tasks = jax.vmap(trainer.env.sample_task)(jax.random.split(task_key, num_tasks))
@@ -57,10 +61,12 @@ def subpolicy_goal_fractions(trainer, state, key, num_tasks: int = 200) -> dict:
         distance = np.linalg.norm(final[:, None, :] - goals, axis=-1)  # [n, 2]
         fractions.append((distance < GOAL_RADIUS).mean(axis=0).tolist())
     best_slots = [int(np.argmax(f)) for f in fractions]
-    separated = (len(fractions) >= 2 and all(max(f) >= 0.9 for f in fractions)
+    separated = (len(fractions) >= 2 and all(max(f) >= SEPARATION_SHARE for f in fractions)
                  and len(set(best_slots)) == len(best_slots))
+    covered = {int(np.argmax(f)) for f in fractions if max(f) >= SEPARATION_SHARE}
     return {"episodes": num_tasks, "fraction_ending_at_goal_slot": fractions,
-            "preferred_goal_slot": best_slots, "separated": bool(separated)}
+            "preferred_goal_slot": best_slots, "separated": bool(separated),
+            "covers_every_goal": len(covered) == len(fractions[0])}
 
 
 def draw_subpolicies(trainer, state, key, path, num_examples: int = 8) -> None:

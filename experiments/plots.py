@@ -107,6 +107,38 @@ def _finish_return_plot(fig, ax, path, title: str, xlabel: str, paper_levels: Ma
     plt.close(fig)
 
 
+def plot_separation(report: Mapping[str, Mapping], path: pathlib.Path, title: str) -> None:
+    """Separation study figure: per method, the share of seeds whose sub-policies separated (left)
+    and each seed's post-warmup return, filled when it separated, with the median (right).
+    `report` maps method -> {"separation_rate", "seeds": [{"separated", "post_warmup_return"}]}."""
+    labels = list(report)
+    fig, (rate_ax, return_ax) = plt.subplots(1, 2, figsize=(11, 0.6 * len(labels) + 2), sharey=True)
+    y = np.arange(len(labels))
+    rate_ax.barh(y, [report[m]["separation_rate"] or 0.0 for m in labels], color="C0")
+    rate_ax.set_yticks(y, labels)
+    rate_ax.invert_yaxis()
+    rate_ax.set_xlim(0, 1)
+    rate_ax.set_xlabel("share of seeds whose sub-policies separated")
+    rate_ax.grid(alpha=0.3, axis="x")
+    for i, label in enumerate(labels):
+        seeds = [s for s in report[label]["seeds"] if s["post_warmup_return"] is not None]
+        returns = np.array([s["post_warmup_return"] for s in seeds], dtype=float)
+        split = np.array([bool(s["separated"]) for s in seeds], dtype=bool)
+        jitter = np.linspace(-0.2, 0.2, len(seeds)) if len(seeds) > 1 else np.zeros(len(seeds))
+        return_ax.scatter(returns[split], i + jitter[split], color="C2", s=18, label="separated" if i == 0 else None)
+        return_ax.scatter(returns[~split], i + jitter[~split], facecolors="none", edgecolors="C3", s=18,
+                          label="not separated" if i == 0 else None)
+        if len(returns):
+            return_ax.plot([np.median(returns)] * 2, [i - 0.3, i + 0.3], color="black", lw=2)
+    return_ax.set_xlabel("post-warmup return, last 10% of updates (bar: median)")
+    return_ax.grid(alpha=0.3, axis="x")
+    return_ax.legend(fontsize=8, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_bandit_subpolicies(
     positions: np.ndarray, goals: np.ndarray, path: pathlib.Path, world_size: float, goal_radius: float
 ) -> None:

@@ -1,6 +1,6 @@
 """Configuration of an MLSH run: frozen, documented dataclasses with checks and derived sizes.
 
-Defaults follow `MLSH_SPEC.md` section 2: the paper's network size and learning rates, the original
+Defaults follow docs/algorithm.md ("Settings"): the paper's network size and learning rates, the original
 code's PPO settings. Sizes derived from the configuration are properties (never written back), and
 `validate()` rejects a bad configuration with one message naming the field and the allowed values.
 """
@@ -72,6 +72,53 @@ class PPOConfig:
         _require(0 <= self.gae_lambda <= 1, f"{prefix}.gae_lambda", self.gae_lambda, "a number in [0, 1]")
 
 
+CREDIT_RULES = ("paper", "responsibility")
+
+
+@dataclasses.dataclass(frozen=True)
+class CreditConfig:
+    """How the sub-policy update shares a joint slot's data among the sub-policies (`mlsh_jax.credit`).
+
+    Attributes:
+      rule: "paper": every step trains the sub-policy active at it, weight 1 (the paper and the
+        original code; with K=2 the sub-policies end on one goal in about half of all runs);
+        "responsibility": a slot's samples of sub-policy k are weighted by K softmax_k(z_ik /
+        temperature), z_ik the standardised reward per step that k earned in that slot in this
+        update (competitive learning: the sub-policy that does better on a task gets its data).
+      temperature: softmax temperature of "responsibility" (lower: closer to winner-take-all).
+      final_temperature: the temperature after annealing (used when anneal_updates > 0).
+      anneal_updates: updates over which the temperature moves linearly to final_temperature
+        (0: constant).
+      balance_iterations: Sinkhorn iterations that even out each sub-policy's share of the joint
+        slots under "responsibility" (0: none).
+      unfreeze_interval: staged unfreezing under either rule: sub-policy k trains only from update
+        k * unfreeze_interval on (0: all from the start).
+    """
+
+    rule: str = "responsibility"
+    temperature: float = 0.3
+    final_temperature: float = 0.3
+    anneal_updates: int = 0
+    balance_iterations: int = 0
+    unfreeze_interval: int = 0
+
+    def validate(self) -> None:
+        """Checks the values (field names prefixed `credit.`)."""
+        _require(self.rule in CREDIT_RULES, "credit.rule", self.rule, " or ".join(repr(r) for r in CREDIT_RULES))
+        _require(0 < self.temperature <= 100, "credit.temperature", self.temperature, "a number in (0, 100]")
+        _require(0 < self.final_temperature <= 100, "credit.final_temperature", self.final_temperature,
+                 "a number in (0, 100]")
+        _require(self.anneal_updates >= 0, "credit.anneal_updates", self.anneal_updates, "an integer >= 0")
+        _require(0 <= self.balance_iterations <= 100, "credit.balance_iterations", self.balance_iterations,
+                 "an integer in [0, 100]")
+        _require(self.unfreeze_interval >= 0, "credit.unfreeze_interval", self.unfreeze_interval,
+                 "an integer >= 0")
+
+
+# What a stored configuration written before `credit` existed trained with.
+PAPER_CREDIT = CreditConfig(rule="paper")
+
+
 @dataclasses.dataclass(frozen=True)
 class MLSHConfig:
     """One MLSH (or shared-policy baseline) training run.
@@ -96,6 +143,8 @@ class MLSHConfig:
         where value errors at the network's initial scale would drown the advantages.
       master: PPO settings of the master policies.
       sub: PPO settings of the sub-policies (or of the shared policy).
+      credit: how the sub-policy update shares each joint slot's data among the sub-policies
+        (`CreditConfig`; default the responsibility rule, `credit.rule=paper` for the paper's).
       seed: PRNG seed.
       checkpoint_every: save a checkpoint every this many updates (and at the end); 0 = only at the end.
       keep_checkpoints: how many of the newest checkpoints to keep.
@@ -126,6 +175,7 @@ class MLSHConfig:
     reward_scale: float = 1.0
     master: PPOConfig = PPOConfig(learning_rate=0.01, num_minibatches=0, minibatch_size=64)
     sub: PPOConfig = PPOConfig(learning_rate=3e-4, num_minibatches=15)
+    credit: CreditConfig = CreditConfig()
     seed: int = 0
     checkpoint_every: int = 50
     keep_checkpoints: int = 3
@@ -227,6 +277,7 @@ class MLSHConfig:
         _require(self.reward_scale > 0, "reward_scale", self.reward_scale, "a number > 0")
         _require(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, "an integer >= 0")
         _require(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, "an integer >= 1")
+        self.credit.validate()
         self.master.validate("master", self.master_batch_size)
         if self.train_subpolicies:
             self.sub.validate("sub", self.joint_slot_capacity * self.steps_per_slot)
@@ -247,6 +298,8 @@ class MLSHConfig:
         for level in ("master", "sub"):
             if level in data and isinstance(data[level], dict):
                 data[level] = PPOConfig(**data[level])
+        # A configuration stored before the credit rule existed trained with the paper's rule.
+        data["credit"] = CreditConfig(**data["credit"]) if isinstance(data.get("credit"), dict) else PAPER_CREDIT
         if "hidden_sizes" in data:
             data["hidden_sizes"] = tuple(data["hidden_sizes"])
         return cls(**data)

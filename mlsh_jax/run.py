@@ -138,6 +138,7 @@ def train(
     tensorboard: bool = True,
     on_metrics: Callable[[dict[str, float]], None] | None = None,
     prepare_state: Callable[[TrainState], TrainState] | None = None,
+    after_update: Callable[[int, TrainState], None] | None = None,
 ) -> RunResult:
     """Trains `config` for `config.num_updates` updates and writes the run contract into `out_dir`.
 
@@ -154,6 +155,9 @@ def train(
       on_metrics: called with every new metrics row.
       prepare_state: applied to the initial state of a new run (e.g. to put transferred
         sub-policies in); a resumed run continues from its checkpoint, which already holds them.
+      after_update: called with (updates done, state) after every update, before the next one
+        starts (e.g. to evaluate the sub-policies along the way); it must not keep the state, whose
+        buffers the next update reuses.
 
     Raises:
       RunDirectoryError, resume.ResumeError, checkpoint.CheckpointError: before anything is
@@ -193,7 +197,7 @@ def train(
     try:
         with StopSignals() as stop:
             state, stopped = _training_loop(trainer, config, state, log, manager, stop,
-                                            first_update=len(previous_rows))
+                                            first_update=len(previous_rows), after_update=after_update)
     finally:
         manager.wait_until_finished()
         manager.close()
@@ -206,7 +210,8 @@ def train(
 
 
 def _training_loop(trainer: Trainer, config: MLSHConfig, state: TrainState, log: MetricsLog, manager,
-                   stop: StopSignals, first_update: int) -> tuple[TrainState, bool]:
+                   stop: StopSignals, first_update: int,
+                   after_update: Callable[[int, TrainState], None] | None = None) -> tuple[TrainState, bool]:
     """Updates from `first_update` to `config.num_updates` or to a stop request (on any process).
 
     Returns (the last state, whether it stopped early)."""
@@ -231,6 +236,8 @@ def _training_loop(trainer: Trainer, config: MLSHConfig, state: TrainState, log:
             log_and_check(*pending)
         pending = (update_index + 1, metrics)
         done = update_index + 1
+        if after_update is not None:
+            after_update(done, state)
         stopping = distributed.any_process(stop.requested is not None) and done < config.num_updates
         periodic = config.checkpoint_every and done % config.checkpoint_every == 0
         if done == config.num_updates or periodic or stopping:

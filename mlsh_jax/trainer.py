@@ -26,6 +26,7 @@ from jax.sharding import Mesh
 
 from envs import ENV_REGISTRY, TaskEnv, make_env
 from mlsh_jax.config import MLSHConfig
+from mlsh_jax.credit import slot_weights
 from mlsh_jax.distributed import (check_slots_divide, replicated, sample_sharded, slot_mesh, state_shardings,
                                   with_shardings)
 from mlsh_jax.losses import PPOBatch, compute_gae, ppo_loss
@@ -222,7 +223,7 @@ class Trainer:
         subs = state.subs
         if cfg.train_subpolicies:
             subs, metrics["sub"] = self._update_subpolicies(
-                state.subs, steps, sub_index, in_joint_phase, normalize, sub_key)
+                state.subs, steps, sub_index, in_joint_phase, normalize, sub_key, state.update)
             health["sub_loss"] = _all_finite({k: v for k, v in metrics["sub"].items() if k != "trained"},
                                              num_axes=1)
         health["sub_params"] = _all_finite(subs.params, num_axes=1)
@@ -271,9 +272,11 @@ class Trainer:
         )
 
     def _update_subpolicies(self, subs: Learner, steps: Transition, sub_index: jax.Array, in_joint_phase,
-                            normalize, key):
+                            normalize, key, update: jax.Array):
         """PPO on the K sub-policies from the steps [B, T, E] of the slots in their joint phase;
-        `sub_index` [B, T, E] says which sub-policy acted at each step.
+        `sub_index` [B, T, E] says which sub-policy acted at each step. Each step trains the
+        sub-policy active at it, with the weight that `config.credit` gives that sub-policy in that
+        slot (`mlsh_jax.credit.slot_weights`).
 
         The joint slots are gathered into a static-size block of `joint_slot_capacity` slots (the
         schedule is deterministic, so that bound is exact); unused entries get weight 0. A
@@ -297,7 +300,9 @@ class Trainer:
         )(cfg.reward_scale * steps.reward, values, next_values, steps.terminated, steps.truncated)
         batch = PPOBatch(obs=obs, actions=steps.action, log_probs=steps.log_prob, values=values,
                          advantages=advantages, returns=returns)
-        weights = jax.nn.one_hot(sub_index, cfg.num_subpolicies) * valid[:, None, None, None]
+        credit = slot_weights(cfg.credit, cfg.reward_scale * steps.reward, sub_index, valid, update,
+                              cfg.num_subpolicies)                                    # [C, K]
+        weights = jax.nn.one_hot(sub_index, cfg.num_subpolicies) * credit[:, None, None, :]
         batch, weights = _flatten_samples((batch, weights), num_axes=3)
         # Data-parallel over the devices of each process (a hint to the partitioner).
         batch, weights = jax.lax.with_sharding_constraint((batch, weights), sample_sharded(self.mesh))
@@ -315,6 +320,8 @@ class Trainer:
         )
         trained = jnp.sum(weights, axis=0) > 0
         metrics["trained"] = trained.astype(jnp.float32)
+        # Each sub-policy's share of the joint samples' total weight (the paper's rule: its usage).
+        metrics["credit_share"] = jnp.sum(weights, axis=0) / jnp.maximum(jnp.sum(weights), 1e-30)
         return _select(trained, updated, subs), metrics
 
     def _active_values(self, sub_params, obs: jax.Array, sub_index: jax.Array) -> jax.Array:

@@ -95,6 +95,12 @@ def run_cli(*args):
     ("env=nope", "env"),
     ("subpolicy_observation=body", "subpolicy_observation"),
     ("no_such_field=1", "no_such_field"),
+    ("credit.rule=bogus", "credit.rule"),
+    ("credit.temperature=0", "credit.temperature"),
+    ("credit.final_temperature=-1", "credit.final_temperature"),
+    ("credit.anneal_updates=-5", "credit.anneal_updates"),
+    ("credit.balance_iterations=-1", "credit.balance_iterations"),
+    ("credit.unfreeze_interval=-1", "credit.unfreeze_interval"),
 ])
 def test_bad_configuration_exits_2_before_writing(tmp_path, override, field):
     out = tmp_path / "run"

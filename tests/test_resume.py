@@ -149,6 +149,7 @@ def snapshot(directory):
     (["--preset", "paper"], "num_slots: 4 -> 10"),
     (["--seed", "3"], "seed: 0 -> 3"),
     (["--set", "num_updates=5"], "more than num_updates=5"),
+    (["--set", "credit.rule=paper"], "credit.rule: 'responsibility' -> 'paper'"),
 ])
 def test_resume_refuses_changes_that_alter_the_run(tmp_path, reference, args, expected):
     out = tmp_path / "run"
