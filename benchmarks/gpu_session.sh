@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The prepared GPU session (benchmarks/gpu_session.py): humanoid walk/crawl MLSH + shared baseline,
-# ant maze MLSH at 1024 slots, throughput at 256/1024/4096 slots; results in at most 8 files in $OUT.
-# Usage: OUT=results_dir [WORK=runs/gpu_session_work] [BUDGET_S=570] [PARTS=a,b,c] bash benchmarks/gpu_session.sh [flags]
-# BUDGET_S counts from this script's start (wheel install included): keep it under the device tool's
-# 600 s per command. Calling it again continues: complete parts are skipped, runs resume from checkpoints.
+# The prepared GPU session (benchmarks/gpu_session.py), in ONE device call: humanoid walk/crawl MLSH
+# beside its shared baseline and ant maze MLSH at 1024 slots side by side, then throughput at 1024 and
+# 4096 slots; results in at most 8 files in $OUT.
+# Usage: OUT=results_dir [WORK=runs/gpu_session_work] [BUDGET_S=560] [PARTS=a,b,c] bash benchmarks/gpu_session.sh [flags]
+# BUDGET_S counts from this script's start (wheel install included; the machine's start not): keep it
+# under the device tool's 600 s per command. Calling it again continues: complete parts are skipped,
+# runs resume from checkpoints, throughput entries not yet measured are measured.
 # If a .whl/ folder is present its wheels (brax, mujoco, tensorboardX, ...; not jax) are installed first
 # into /tmp/site (for machines without a package index); the project runs from this source tree.
 set -u
@@ -24,5 +26,5 @@ else
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONUNBUFFERED=1
-LEFT=$(( ${BUDGET_S:-570} - ($(date +%s) - START) ))
-exec $PYTHON -m benchmarks.gpu_session --out "$OUT" --work "$WORK" --budget-s "$LEFT" ${PARTS:+--parts "$PARTS"} "$@"
+exec $PYTHON -m benchmarks.gpu_session --out "$OUT" --work "$WORK" --budget-s "${BUDGET_S:-560}" \
+  --spent-s "$(( $(date +%s) - START ))" ${PARTS:+--parts "$PARTS"} "$@"

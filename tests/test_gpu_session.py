@@ -1,6 +1,8 @@
-"""The prepared GPU session (benchmarks/gpu_session.py): its orchestration (time limits, truncation,
-resuming, the at most 8 gathered files) with stand-in experiments that take no compile, part c for
-real at a tiny size, and (slow tier) the whole smoke session with the real experiments."""
+"""The prepared GPU session (benchmarks/gpu_session.py, session_parts.py, session_runner.py): its
+orchestration (parts a and b side by side, the MLSH run beside its baseline, part c's cache warm-up,
+time limits, truncation, resuming, the at most 8 gathered files, the printed plan) with stand-in
+experiments that take no compile, part c for real at a tiny size, and (slow tier) the whole smoke
+session with the real experiments."""
 
 import csv
 import dataclasses
@@ -13,15 +15,16 @@ import time
 
 import pytest
 
-from benchmarks import gpu_session
+from benchmarks import gpu_session, session_runner
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # A stand-in for `python -m experiments.humanoid / ant_maze`: the same flags, run directory layout
 # (config.json, metrics.csv, checkpoints/<update>/, summary.json, learning_curve.png,
-# baseline_shared/), --resume from the newest checkpoint, SIGTERM -> checkpoint after the current
-# update and exit 0. FAKE_UPDATE_S seconds per update.
+# baseline_shared/), --resume from the newest checkpoint, --baseline-only (the baseline of the MLSH
+# run's config.json), SIGTERM -> checkpoint after the current update and exit 0. FAKE_UPDATE_S
+# seconds per update.
 FAKE_EXPERIMENT = r'''
 import argparse, json, os, pathlib, signal, sys, time
 parser = argparse.ArgumentParser()
@@ -30,6 +33,7 @@ parser.add_argument("--preset")
 parser.add_argument("--set", action="append", default=[])
 parser.add_argument("--resume", action="store_true")
 parser.add_argument("--no-baseline", action="store_true")
+parser.add_argument("--baseline-only", action="store_true")
 parser.add_argument("--no-progress", action="store_true")
 args = parser.parse_args()
 sets = dict(item.split("=", 1) for item in args.set)
@@ -38,7 +42,11 @@ signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
 delay = float(os.environ.get("FAKE_UPDATE_S", "0"))
 HEADER = "update,env_steps,wall_s,mean_return,mean_return_by_task_0,mean_return_by_task_1\n"
 
-def train(run, resume):
+def write(path, text):
+    path.with_name(path.name + ".tmp").write_text(text)
+    path.with_name(path.name + ".tmp").replace(path)
+
+def train(run, resume, base=None):
     if resume:
         config = json.loads((run / "config.json").read_text())
         done = max(int(p.name) for p in (run / "checkpoints").iterdir())
@@ -46,9 +54,9 @@ def train(run, resume):
     else:
         assert not run.exists() or not any(run.iterdir()), f"{run} is not empty"
         run.mkdir(parents=True, exist_ok=True)
-        config, done, rows = {"num_slots": int(sets.get("num_slots", 2))}, 0, []
+        config, done, rows = dict(base or {"num_slots": int(sets.get("num_slots", 2))}), 0, []
     config["num_updates"] = int(sets.get("num_updates", config.get("num_updates", 2)))
-    (run / "config.json").write_text(json.dumps(config))
+    write(run / "config.json", json.dumps(config))
     print(f"{run.name}: {'resuming at ' + str(done) if resume else 'new'} -> {config['num_updates']}", flush=True)
     while done < config["num_updates"]:
         time.sleep(delay)
@@ -66,6 +74,11 @@ def train(run, resume):
     (run / "summary.json").write_text(json.dumps(summary))
     return summary
 
+if args.baseline_only:
+    assert args.preset is None, "--baseline-only takes its configuration from the MLSH run"
+    base = json.loads((args.out / "config.json").read_text())
+    print(json.dumps(train(args.out / "baseline_shared", args.resume, base)))
+    sys.exit(0)
 summary = train(args.out, args.resume and (args.out / "checkpoints").is_dir())
 summary["subpolicy_postures"] = {f"subpolicy_{k}": {"walk": {"mean_torso_height": 1.0 + k}, "crawl": {"mean_torso_height": 0.3}}
                                  for k in range(2)}
@@ -102,7 +115,7 @@ def fakes(tmp_path, monkeypatch):
     plan = dataclasses.replace(
         gpu_session.SMOKE_PLAN, humanoid_module="fake_experiment", maze_module="fake_experiment",
         throughput_module="fake_throughput", humanoid_updates=4, maze_updates=3, grace_s=5,
-        throughput_entries=(("humanoid", 2), ("ant", 4)))
+        throughput_entries=(("humanoid", 2), ("ant", 4)), warm_throughput=True)
     return plan
 
 
@@ -134,20 +147,27 @@ def check_out_dir(out: pathlib.Path, expected: set[str]) -> None:
 def test_parts_run_in_order_gather_eight_files_and_a_second_call_skips_them(tmp_path, fakes, capsys):
     run_session(tmp_path, fakes)
     printed = capsys.readouterr().out
-    for line in ("part a humanoid: done", "part b maze: done", "part c throughput: done"):
+    for line in ("part a humanoid: done", "part b maze: done", "part c throughput: done",
+                 "plan (smoke plan)", "  c throughput ", "limits 5400 s <= budget 7200 s"):
         assert line in printed, printed
+    assert printed.index("sum (a and b") < printed.index("step humanoid_mlsh")   # the plan comes first
     out = tmp_path / "out"
     check_out_dir(out, set(gpu_session.OUTPUT_FILES))
     humanoid = json.loads((out / "humanoid.json").read_text())
     assert humanoid["complete"] and humanoid["status"] == "done"
     assert humanoid["mean_return_task_balanced"] == {"mlsh": 2.0, "shared": 2.0}
     assert humanoid["torso_height"]["subpolicy_1"] == {"walk": 2.0, "crawl": 0.3}
-    assert [s["name"] for s in humanoid["steps"]] == ["humanoid_mlsh", "humanoid_baseline"]
+    assert [s["name"] for s in humanoid["steps"]] == ["humanoid_mlsh", "humanoid_baseline", "humanoid_pair"]
+    assert "--baseline-only --set=num_updates=4" in (tmp_path / "work" / "smoke" / "logs" /
+                                                     "humanoid_baseline.log").read_text()
     assert json.loads((out / "maze.json").read_text())["success"] == {"all_slots": 0.5}
     throughput = json.loads((out / "throughput.json").read_text())
     assert {(r["family"], r["slots"], r["kind"]) for r in throughput["table"]} == {
         ("humanoid", 2, "humanoid_walkcrawl"), ("ant", 4, "ant_maze"), ("ant", 4, "mlsh_ant_maze")}
     assert all(r["peak_device_memory_mb"] is None for r in throughput["table"])
+    # The warm-up ran part c's commands (one process per family, all its slot counts) before it measured.
+    assert {s["name"] for s in throughput["warm"]} == {"throughput_warm_humanoid", "throughput_warm_ant"}
+    assert all(s["status"] == "done" for s in throughput["warm"])
 
     start = time.monotonic()
     run_session(tmp_path, fakes)
@@ -168,7 +188,9 @@ def test_mlsh_past_its_limit_truncates_the_part_and_pairs_the_baseline(tmp_path,
     assert humanoid["complete"] and humanoid["truncated"] and 3 <= done < 200
     assert humanoid["status"] == f"done (truncated: {done} of 200 updates)"
     assert humanoid["progress"]["mlsh"]["rows"] == humanoid["progress"]["shared"]["rows"] == done
-    assert humanoid["steps"][0]["status"] == "timed out"
+    # MLSH and the baseline trained side by side: both stopped by the same training limit.
+    assert [s["status"] for s in humanoid["steps"][:2]] == ["timed out", "timed out"]
+    assert humanoid["steps"][2]["name"] == "humanoid_pair" and humanoid["steps"][2]["status"] == "done"
     assert f"part a humanoid: done (truncated: {done} of 200 updates)" in capsys.readouterr().out
 
 
@@ -194,19 +216,19 @@ def test_a_part_cut_by_the_session_budget_resumes_in_the_next_call(tmp_path, fak
 
 
 def test_gather_keeps_at_most_eight_files_and_cuts_a_long_log(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu_session, "MAX_OUTPUT_BYTES", 1000)
-    monkeypatch.setattr(gpu_session, "LOG_BYTES_KEPT", 100)
+    monkeypatch.setattr(session_runner, "MAX_OUTPUT_BYTES", 1000)
+    monkeypatch.setattr(session_runner, "LOG_BYTES_KEPT", 100)
     sources = {"a.json": tmp_path / "a.json", "big.csv": tmp_path / "big.csv", "session.log": tmp_path / "s.log",
                "missing.png": tmp_path / "nothing.png"}
     sources["a.json"].write_text("{}")
     sources["big.csv"].write_text("update\n" + "1\n" * 1000)
     sources["session.log"].write_text("x" * 5000 + "the end\n")
-    written = gpu_session.gather_files(sources, tmp_path / "out")
+    written = session_runner.gather_files(sources, tmp_path / "out")
     assert written == ["a.json", "session.log"]
     assert (tmp_path / "out" / "session.log").read_text().endswith("the end\n")
     assert (tmp_path / "out" / "session.log").stat().st_size < 200
     with pytest.raises(ValueError):
-        gpu_session.gather_files({f"f{i}": tmp_path / "a.json" for i in range(9)}, tmp_path / "out")
+        session_runner.gather_files({f"f{i}": tmp_path / "a.json" for i in range(9)}, tmp_path / "out")
 
 
 def test_parts_and_plan_from_the_command_line(monkeypatch):
@@ -223,16 +245,32 @@ def test_parts_and_plan_from_the_command_line(monkeypatch):
 
     monkeypatch.setattr(gpu_session, "Session", Capture)
     assert gpu_session.main(["--out", "x", "--parts", "b,a", "--humanoid-updates", "10", "--limit", "maze=99",
-                             "--throughput-slots", "8"]) == 0
+                             "--limit", "throughput=77", "--throughput-slots", "8", "--no-warm"]) == 0
     plan = captured["plan"]
     assert captured["parts"] == ["humanoid", "maze"] and plan.mode == "gpu"
     assert plan.humanoid_updates == 10 and plan.maze_limit_s == 99 and plan.humanoid_slots == 256
+    assert plan.throughput_limit_s == 77 and not plan.warm_throughput
     assert plan.throughput_entries == (("humanoid", 8), ("ant", 8))
-    # The GPU plan's parts fit their limits by the estimate of the module docstring.
-    estimates = gpu_session.estimate_s(gpu_session.GPU_PLAN)
-    assert estimates["humanoid"] <= gpu_session.GPU_PLAN.humanoid_limit_s
-    assert estimates["maze"] <= gpu_session.GPU_PLAN.maze_limit_s
+
+
+def test_gpu_plan_fits_one_call():
+    """The GPU plan's limits add up to less than the budget (a and b side by side count once), each
+    part's estimate (module docstring) is under its limit, and the training estimate under the
+    training limit less the grace period (else the plan would truncate by design)."""
+    plan = gpu_session.GPU_PLAN
+    estimates = gpu_session.estimate_s(plan)
+    assert plan.budget_s <= 570
+    assert plan.setup_s + max(plan.humanoid_limit_s, plan.maze_limit_s) + plan.throughput_limit_s <= plan.budget_s
+    assert estimates["setup"] + max(estimates["humanoid"], estimates["maze"]) + estimates["throughput"] \
+        <= 0.9 * plan.budget_s
+    for part, limit in (("setup", plan.setup_s), ("humanoid", plan.humanoid_limit_s), ("maze", plan.maze_limit_s),
+                        ("throughput", plan.throughput_limit_s)):
+        assert estimates[part] <= limit, (part, estimates[part], limit)
+    assert estimates["humanoid"] - gpu_session.PROCESS_S <= plan.humanoid_mlsh_limit_s - plan.grace_s
     assert 1.4e6 < gpu_session.HUMANOID_MLSH_GPU_256 < 1.5e6
+    assert {b for _, b in plan.throughput_entries} == {1024, 4096} and plan.throughput_repeats == 1
+    lines = gpu_session.plan_lines(plan, list(gpu_session.PART_NAMES.values()))
+    assert lines[-1].endswith("estimate 495 s, limits 550 s <= budget 560 s"), lines
 
 
 def _session_command(out, work, *flags):

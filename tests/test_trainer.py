@@ -109,7 +109,7 @@ def test_inactive_subpolicy_gets_no_update():
     sub_index = jnp.zeros(steps.reward.shape, jnp.int32).at[:, 0].set(2)
     in_joint = jnp.ones((2,), bool)
     subs, metrics = trainer._update_subpolicies(state.subs, steps, sub_index, in_joint, normalize,
-                                                jax.random.PRNGKey(2))
+                                                jax.random.PRNGKey(2), state.update)
     np.testing.assert_array_equal(metrics["trained"], [1.0, 0.0, 1.0])
     pick = lambda tree, k: jax.tree.map(lambda x: x[k], tree)
     assert leaves_equal(pick(subs.params, 1), pick(state.subs.params, 1))
