@@ -112,8 +112,25 @@ def time_updates(trainer, repeats: int) -> dict:
     return {"steps_per_call": trainer.config.env_steps_per_update, "first_call_s": first, "per_call_s": per_call}
 
 
+# brax.training's PPO trainer (brax 0.14) calls jax.device_put_replicated, which JAX 0.10 removed.
+BRAX_PPO_NEEDS = "JAX < 0.10 (brax.training's PPO calls jax.device_put_replicated, removed in JAX 0.10)"
+
+
+def brax_ppo_unavailable() -> str | None:
+    """Why the brax-PPO measurement cannot run with the installed JAX, or None when it can."""
+    import jax
+    if hasattr(jax, "device_put_replicated"):
+        return None
+    return (f"needs {BRAX_PPO_NEEDS}; installed JAX {jax.__version__}. Measure it in a separate "
+            "environment with pip install 'jax<0.10' 'jaxlib<0.10'")
+
+
 def measure_brax_ppo(num_slots: int, repeats: int) -> dict:
-    """brax PPO on ant_maze (a new maze task per episode), matched batch: B x 10 envs x 200 steps."""
+    """brax PPO on ant_maze (a new maze task per episode), matched batch: B x 10 envs x 200 steps.
+    Returns {"skipped": reason} on a JAX that brax's PPO trainer does not run on."""
+    reason = brax_ppo_unavailable()
+    if reason is not None:
+        return {"skipped": reason}
     import functools
     from brax.training.agents.ppo import networks as ppo_networks
     from brax.training.agents.ppo import train as ppo

@@ -130,6 +130,8 @@ def measure_one(kind: str, num_slots: int, repeats: int) -> dict:
     memory where the device reports it)."""
     if kind in brax_measures.KINDS:
         result = brax_measures.measure(kind, num_slots, repeats)
+        if "skipped" in result:
+            return result
     else:
         measure = {"env": measure_env, "mlsh": measure_mlsh, "rejax": measure_rejax,
                    "shared": lambda b, r: measure_mlsh(b, r, algorithm="shared")}[kind]

@@ -6,6 +6,10 @@ Brax.
 
 import importlib
 
+from envs.third_party import import_mujoco_quietly
+
+import_mujoco_quietly()   # before anything imports brax
+
 from envs.base import AutoResetStep, EnvState, TaskEnv, auto_reset_step
 from envs.moving_bandits import MovingBandits
 
@@ -14,6 +18,7 @@ ENV_REGISTRY = {
     "moving_bandits": "envs.moving_bandits:MovingBandits",
     "key_door": "envs.key_door:KeyDoor",
     "four_rooms": "envs.four_rooms:FourRooms",
+    "four_rooms_paper": "envs.four_rooms:FourRoomsPaper",     # the paper task set (bottom-right room)
     "ant_twowalk": "envs.ant_twowalk:AntTwoWalk",
     "ant_maze": "envs.ant_maze:AntMaze",
     "ant_obstacles": "envs.ant_obstacles:AntObstacleCourse",

@@ -9,6 +9,7 @@ by `parked_geom_positions`), `initial_extra` / `after_physics` (task state such 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import jax
@@ -41,7 +42,11 @@ def load_system(xml: str, backend: str, light_timestep: float, light_gear: dict[
     "positional" backends step with `light_timestep` and 10 frames per env step (5 otherwise), and
     use the actuator gears `light_gear[backend]` where given. Returns (system, frames per env step)."""
     physics_pipeline(backend)   # checks the name
-    sys = mjcf.loads(xml)
+    with warnings.catch_warnings():
+        # brax's notice that its pipelines are unmaintained, printed on every model load; the
+        # pipelines used here are covered by this project's tests.
+        warnings.filterwarnings("ignore", message="Brax System, piplines and environments", category=UserWarning)
+        sys = mjcf.loads(xml)
     n_frames = 5
     if backend in ("spring", "positional"):
         sys = sys.tree_replace({"opt.timestep": light_timestep})

@@ -12,18 +12,22 @@ Bad input stops before any compile or file write with one message and exit code 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib
 import json
 import pathlib
+import shlex
 import sys
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 from envs import ENV_REGISTRY
 from mlsh_jax.checkpoint import CheckpointError
 from mlsh_jax.config import RESUMABLE_FIELDS, ConfigError, MLSHConfig, config_differences
 from mlsh_jax.loading import CONFIG_FILE
 from mlsh_jax.resume import ResumeError, find_resume_point, read_run_config
-from mlsh_jax.distributed import ClusterError, check_slots_divide, initialize_cluster, slot_mesh, to_host
+from mlsh_jax.distributed import (ClusterError, check_slots_divide, describe_devices, initialize_cluster, slot_mesh,
+                                  to_host, unused_accelerator_warning)
 from mlsh_jax.faults import NonFiniteError
 from mlsh_jax.run import RunDirectoryError, RunResult, check_run_dir, train
 
@@ -40,18 +44,69 @@ def exit_with_usage_error(message: str) -> None:
     raise SystemExit(2)
 
 
-def base_parser(description: str, presets: Mapping[str, Callable[[], MLSHConfig]], default_preset: str):
-    """An argparse parser with the run-contract flags every experiment takes."""
-    parser = argparse.ArgumentParser(description=description)
+CLUSTER_TIMEOUT_S = 120       # default of --cluster-timeout
+
+# What each preset name means, for --help; an experiment module's own PRESET_NOTES adds or replaces
+# entries. --help adds each preset's sizes, computed from its configuration.
+PRESET_NOTES = {
+    "auto": "the default: sized to the devices present (16 task slots on a CPU, 256 per accelerator)",
+    "cpu": "16 task slots, a long run on a 2-core CPU",
+    "paper": "the paper's settings (its 10 task slots)",
+    "fast": "many task slots: a result in far fewer updates than `paper`, on a CPU",
+    "smoke": "seconds plus compile: tiny sizes, for tests",
+}
+
+
+def experiment_module(module: str):
+    """The module object of experiment `module` ("experiments.x"), also while it runs as `python -m`."""
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(getattr(main, "__spec__", None), "name", None) == module:
+        return main
+    return sys.modules.get(module) or importlib.import_module(module)
+
+
+def usage_parser(module: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser for `python -m module` whose --help shows the module's docstring (its usage
+    text, kept as written) and then `epilog`."""
+    return _ExperimentParser(prog=f"python -m {module}", description=experiment_module(module).__doc__,
+                             epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def describe_presets(descriptions: Mapping[str, str], default: str) -> str:
+    """The --help listing of presets: one line per name with its description, the default marked."""
+    width = max(map(len, descriptions))
+    lines = [f"  {name:<{width}}  {'(default) ' if name == default else ''}{text}"
+             for name, text in descriptions.items()]
+    return "presets (--preset NAME):\n" + "\n".join(lines)
+
+
+def config_preset_descriptions(module: str, presets: Mapping[str, Callable[[], MLSHConfig]]) -> dict[str, str]:
+    """name -> what the preset means (PRESET_NOTES, or the module's own PRESET_NOTES) and its sizes."""
+    notes = {**PRESET_NOTES, **getattr(experiment_module(module), "PRESET_NOTES", {})}
+    descriptions = {}
+    for name, build in presets.items():
+        config = build()
+        sizes = (f"{config.env}, {config.num_slots} task slots x {config.num_updates} updates = "
+                 f"{config.num_updates * config.env_steps_per_update:,} env steps")
+        descriptions[name] = f"{notes[name]}; {sizes}" if name in notes else sizes
+    return descriptions
+
+
+def base_parser(module: str, presets: Mapping[str, Callable[[], MLSHConfig]], default_preset: str):
+    """An argparse parser with the run-contract flags every experiment takes; --help shows the usage
+    text of `module` ("experiments.x") and what each preset means. `--set help` or `--list-fields`
+    prints the configuration fields of the chosen preset and exits 0 (see `_ExperimentParser`)."""
+    parser = usage_parser(module, epilog=describe_presets(config_preset_descriptions(module, presets), default_preset))
+    parser.presets = presets
     parser.add_argument("--out", type=pathlib.Path, default=None,
                         help="run directory to create (must not exist or be empty); "
                              "default runs/<experiment>_<preset>_s<seed>")
     parser.add_argument("--seed", type=int, default=None, help="PRNG seed (default 0)")
     parser.add_argument("--preset", default=None,
-                        help=f"one of: {', '.join(presets)} (default {default_preset})")
+                        help=f"one of: {', '.join(presets)} (default {default_preset}; listed below)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its newest checkpoint (its configuration, "
-                             "plus --set of num_updates, checkpoint_every or keep_checkpoints)")
+                             f"plus --set of {', '.join(RESUMABLE_FIELDS)})")
     cluster = parser.add_argument_group("multi-host (see docs/clusters.md)")
     cluster.add_argument("--distributed", action="store_true",
                          help="join a multi-process JAX cluster (jax.distributed; detected on SLURM, Open MPI "
@@ -59,13 +114,69 @@ def base_parser(description: str, presets: Mapping[str, Callable[[], MLSHConfig]
     cluster.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
     cluster.add_argument("--num-processes", type=int, default=None, help="number of processes in the cluster")
     cluster.add_argument("--process-id", type=int, default=None, help="this process's index, 0-based")
-    cluster.add_argument("--cluster-timeout", type=int, default=120, help="seconds to wait for the cluster")
+    cluster.add_argument("--cluster-timeout", type=int, default=CLUSTER_TIMEOUT_S,
+                         help=f"seconds to wait for the cluster (default {CLUSTER_TIMEOUT_S})")
     parser.set_defaults(default_preset=default_preset)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a configuration field, e.g. --set num_slots=200 "
-                             "--set sub.learning_rate=1e-4 (repeatable)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+                             "--set sub.learning_rate=1e-4 (repeatable); --set help lists the fields")
+    parser.add_argument("--list-fields", action="store_true",
+                        help="print every configuration field with its type and its value in the chosen preset, "
+                             "then exit (the same as --set help)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
+
+
+class _ExperimentParser(argparse.ArgumentParser):
+    """An experiment's parser. With `presets` set (`base_parser`), `--set help` or `--list-fields`
+    prints the fields of the chosen preset (`--preset`, else the default) and exits 0, before
+    anything is compiled or written; an unknown preset there exits 2."""
+
+    presets: Mapping[str, Callable[[], MLSHConfig]] | None = None
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if self.presets is not None and (parsed.list_fields or "help" in parsed.overrides):
+            name = parsed.preset or parsed.default_preset
+            if name not in self.presets:
+                exit_with_usage_error(f"unknown preset {name!r}; allowed: {', '.join(self.presets)}")
+            print(describe_fields(self.presets[name](), f"configuration fields of preset {name}"))
+            raise SystemExit(0)
+        return parsed
+
+
+def format_value(value) -> str:
+    """A field's value as `--set FIELD=VALUE` takes it (tuples comma-separated, booleans true / false)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def config_fields(config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted name, type, value) of every leaf field of a configuration dataclass, nested ones
+    (PPO settings, credit rule) as `master.learning_rate`."""
+    rows = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            rows += config_fields(value, f"{prefix}{field.name}.")
+        else:
+            kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+            rows.append((prefix + field.name, kind, format_value(value)))
+    return rows
+
+
+def describe_fields(config, heading: str, only: Sequence[str] | None = None) -> str:
+    """A table of `config_fields` (those starting with one of `only`, when given) under `heading`;
+    fields that --resume may change are marked."""
+    rows = [row for row in config_fields(config) if only is None or row[0].startswith(tuple(only))]
+    name_width, type_width = (max(len(row[i]) for row in rows) for i in (0, 1))
+    lines = [f"{heading} (--set FIELD=VALUE; * may also change on --resume):"]
+    lines += [f"  {name:<{name_width}}  {kind:<{type_width}}  {value}{'  *' if name in RESUMABLE_FIELDS else ''}"
+              for name, kind, value in rows]
+    return "\n".join(lines)
 
 
 def _convert(text: str, current):
@@ -189,6 +300,15 @@ def resolve_baseline_only(experiment: str, args, presets: Mapping[str, Callable[
     return baseline, baseline_out, 0
 
 
+def announce(what: str, details: str) -> None:
+    """Prints a command's first line, "WHAT on PLATFORM (DEVICES): DETAILS", and below it (stderr) a
+    warning when a GPU/TPU build of JAX is installed but JAX computes on the CPU."""
+    print(f"{what} on {describe_devices()}: {details}", flush=True)
+    warning = unused_accelerator_warning()
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+
+
 def env_steps_left(config: MLSHConfig, updates_done: int = 0) -> str:
     """'N env steps' of a new run, 'N env steps left of M' of one resumed after `updates_done` updates."""
     left = (config.num_updates - updates_done) * config.env_steps_per_update
@@ -196,19 +316,52 @@ def env_steps_left(config: MLSHConfig, updates_done: int = 0) -> str:
     return f"{left:,} env steps" + (f" left of {total:,}" if updates_done else "")
 
 
+def command_line(module: str, argv: Sequence) -> str:
+    """`python -m module ARGV...` as one shell command line (arguments quoted where needed)."""
+    return shlex.join(["python", "-m", module, *map(str, argv)])
+
+
+def cluster_flags(args) -> list[str]:
+    """The multi-host flags given on a command line (`base_parser`), to repeat in a command that
+    continues its job in the same process."""
+    flags = ["--distributed"] if args.distributed else []
+    for flag, value in (("--coordinator", args.coordinator), ("--num-processes", args.num_processes),
+                        ("--process-id", args.process_id)):
+        flags += [flag, str(value)] if value is not None else []
+    return flags + (["--cluster-timeout", str(args.cluster_timeout)]
+                    if args.cluster_timeout != CLUSTER_TIMEOUT_S else [])
+
+
+# (module, argv) of the jobs running now, outermost first (`job`).
+_JOBS: list[tuple[str, list[str]]] = []
+
+
+@contextlib.contextmanager
+def job(module: str, argv: Sequence) -> Iterator[None]:
+    """Within it, a preempted run (`train_or_exit`) says to resume with `python -m module ARGV...`:
+    for a command that runs other experiments' commands as its steps (in this process), the command
+    that continues the whole job. Where jobs nest, the outermost one's command is printed."""
+    _JOBS.append((module, [str(a) for a in argv]))
+    try:
+        yield
+    finally:
+        _JOBS.pop()
+
+
 def train_or_exit(module: str, config: MLSHConfig, out: pathlib.Path, *, resume: bool,
-                  resume_args: str | None = None, **train_kwargs) -> RunResult:
-    """`mlsh_jax.run.train` for a command line: a preempted run prints how to resume it (`python -m
-    module` + `resume_args`, by default `--out OUT --resume`: give the flags that resume the whole
-    job when `out` is one of its parts) and exits 0; a run that produced NaNs prints the message and
-    exits 1."""
+                  resume_args: Sequence | None = None, **train_kwargs) -> RunResult:
+    """`mlsh_jax.run.train` for a command line: a preempted run prints how to resume it and exits 0;
+    a run that produced NaNs prints the message and exits 1. The resume command is `python -m
+    module` + `resume_args` (by default `--out OUT --resume`: give the arguments that resume the
+    whole command when `out` is one of its parts), or the outermost `job`'s command."""
     try:
         result = train(config, out, resume=resume, **train_kwargs)
     except NonFiniteError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     if result.preempted:
-        print(f"to resume: python -m {module} {resume_args or f'--out {out} --resume'}", file=sys.stderr, flush=True)
+        module, argv = _JOBS[0] if _JOBS else (module, resume_args or ["--out", out, "--resume"])
+        print(f"to resume: {command_line(module, argv)}", file=sys.stderr, flush=True)
         raise SystemExit(0)
     return result
 
@@ -257,7 +410,7 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
     from mlsh_jax.distributed import is_main_process
     from mlsh_jax.files import write_json
 
-    parser = base_parser(title, presets, default_preset=default_preset)
+    parser = base_parser(module, presets, default_preset=default_preset)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--no-baseline", action="store_true", help="skip the shared-policy baseline")
     which.add_argument("--baseline-only", action="store_true",
@@ -276,10 +429,10 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
         exit_with_usage_error(str(error))
 
     budget = (estimate or env_steps_left)(config, updates_done)
-    print(f"{title}{', resuming' if args.resume else ''}: {config.num_slots} task slots x {config.num_updates} "
-          f"updates, {budget}{'' if args.no_baseline else ', then the shared-policy baseline on the same budget'}"
-          f" -> {out}", flush=True)
-    resume_args = f"--out {out} --resume" + (" --no-baseline" if args.no_baseline else "")
+    announce(f"{title}{', resuming' if args.resume else ''}",
+             f"{config.num_slots} task slots x {config.num_updates} updates, {budget}"
+             f"{'' if args.no_baseline else ', then the shared-policy baseline on the same budget'} -> {out}")
+    resume_args = ["--out", out, "--resume"] + (["--no-baseline"] if args.no_baseline else []) + cluster_flags(args)
     mlsh = train_or_exit(module, config, out, resume=args.resume, resume_args=resume_args,
                          progress=not args.no_progress, description="MLSH")
     analysis = analyse(mlsh, out)
@@ -315,10 +468,11 @@ def _baseline_only(module: str, title: str, presets: Mapping[str, Callable[[], M
     except INPUT_ERRORS as error:
         exit_with_usage_error(str(error))
     budget = (estimate or env_steps_left)(config, updates_done)
-    print(f"{title}, shared-policy baseline only{', resuming' if args.resume else ''}: {config.num_slots} task "
-          f"slots x {config.num_updates} updates, {budget} -> {out}", flush=True)
+    announce(f"{title}, shared-policy baseline only{', resuming' if args.resume else ''}",
+             f"{config.num_slots} task slots x {config.num_updates} updates, {budget} -> {out}")
     shared = train_or_exit(module, config, out, resume=args.resume, progress=not args.no_progress,
-                           resume_args=f"--out {out.parent} --baseline-only --resume", description="shared policy")
+                           resume_args=["--out", out.parent, "--baseline-only", "--resume", *cluster_flags(args)],
+                           description="shared policy")
     headline = _headline(shared.summary)
     print(json.dumps(headline))
     print(f"when the MLSH run has finished too: python -m {module} --out {out.parent} --resume", flush=True)

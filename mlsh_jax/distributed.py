@@ -16,6 +16,9 @@ checkpoints are written and read by all processes through orbax.
 
 from __future__ import annotations
 
+import collections
+import importlib.metadata
+import os
 import socket
 import time
 from typing import Any
@@ -113,6 +116,49 @@ def barrier(name: str) -> None:
 def is_main_process() -> bool:
     """Process 0 writes the run's logs, metrics and summary."""
     return jax.process_index() == 0
+
+
+# Distributions that put an accelerator build of jaxlib in place, and the platform each one serves.
+ACCELERATOR_PACKAGES = {"jax-cuda12-plugin": "gpu", "jax-cuda13-plugin": "gpu", "jax-cuda12-pjrt": "gpu",
+                        "jax-cuda13-pjrt": "gpu", "libtpu": "tpu", "libtpu-nightly": "tpu"}
+
+
+def describe_devices() -> str:
+    """Where this process computes, e.g. "cpu (1 x cpu)" or "gpu (8 x NVIDIA H200, 2 processes)":
+    the platform, then the count of each device kind over every process of the job."""
+    devices = jax.devices()
+    kinds = collections.Counter(device.device_kind for device in devices)
+    parts = [f"{count} x {kind}" for kind, count in kinds.items()]
+    if jax.process_count() > 1:
+        parts.append(f"{jax.process_count()} processes")
+    return f"{devices[0].platform} ({', '.join(parts)})"
+
+
+def installed_accelerator_builds() -> dict[str, str]:
+    """{distribution: platform} of the accelerator builds of jaxlib installed (see
+    `ACCELERATOR_PACKAGES`); empty for a CPU-only install."""
+    found = {}
+    for name, platform in ACCELERATOR_PACKAGES.items():
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found[name] = platform
+    return found
+
+
+def unused_accelerator_warning() -> str | None:
+    """A warning when a GPU or TPU build of jaxlib is installed but JAX computes on the CPU (a driver
+    that does not load, a machine without the device), None otherwise; also None when the user chose
+    the CPU with JAX_PLATFORMS."""
+    builds = installed_accelerator_builds()
+    if not builds or jax.default_backend() != "cpu" or os.environ.get("JAX_PLATFORMS", "").strip() == "cpu":
+        return None
+    platforms = "/".join(sorted(set(builds.values())))
+    return (f"warning: a {platforms} build of JAX is installed ({', '.join(sorted(builds))}) but JAX sees only "
+            "the CPU, so this runs on the CPU. Check that the device is visible (nvidia-smi on NVIDIA GPUs) "
+            "and that the installed jax and its plugin have the same version; set JAX_PLATFORMS=cpu to "
+            "train on the CPU on purpose.")
 
 
 def _wait_for_coordinator(address: str, timeout_s: float) -> None:

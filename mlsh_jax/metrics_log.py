@@ -124,11 +124,20 @@ class MetricsLog:
         self.rows.append(row)
         self._write_tensorboard(update, row, metrics)
         self._bar.update(1)
-        self._bar.set_postfix(steps_per_s=f"{row['env_steps_per_s']:.0f}", ret=f"{row['mean_return']:.1f}",
-                              ret_post=f"{row['mean_return_post_warmup']:.1f}")
+        self._bar.set_postfix(steps_per_s=f"{row['env_steps_per_s']:.0f}", ret=self._latest("mean_return"),
+                              ret_post=self._latest("mean_return_post_warmup"))
         if self.on_metrics is not None:
             self.on_metrics(row)
         return row
+
+    def _latest(self, column: str) -> str:
+        """The progress bar's figure for `column`: its newest finite value (an update in which no
+        episode ended logs NaN, e.g. 1000-step episodes over 200 steps per env copy), "-" before any."""
+        for row in reversed(self.rows):
+            value = row.get(column, math.nan)
+            if math.isfinite(value):
+                return f"{value:.1f}"
+        return "-"
 
     def _write_csv(self, row: dict[str, float]) -> None:
         if self._writer is None:

@@ -1,6 +1,10 @@
 """Shared small configurations (tests keep shapes tiny: compile time dominates), and one persistent
 XLA compilation cache for the whole session: many tests (and the command lines they start as
-subprocesses) compile the same small programs, which then load instead of compiling again."""
+subprocesses) compile the same small programs, which then load instead of compiling again.
+
+The suite runs on whatever platform JAX picks (CPU, or a GPU with `pip install -e '.[cuda,test]'`);
+the tests that need the CPU (several processes or forced host devices) set JAX_PLATFORMS=cpu for
+their subprocesses themselves."""
 
 import atexit
 import dataclasses
@@ -12,6 +16,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before JAX is imported;
     _session_cache = tempfile.mkdtemp(prefix="mlsh_jax_tests_xla_cache_")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _session_cache
     atexit.register(shutil.rmtree, _session_cache, ignore_errors=True)
+# On a GPU machine every pytest-xdist worker is a JAX process: without this each would reserve 75% of the
+# GPU's memory at its first JAX call and the second worker would run out. Tests allocate what they use.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # Cache every compilation, however quick: whether a program loads from the cache then does not depend on
 # how fast this machine compiles it (a cached load makes XLA log lines on stderr that tests must tolerate).
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
