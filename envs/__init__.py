@@ -6,9 +6,9 @@ Brax.
 
 import importlib
 
-from envs.third_party import import_mujoco_quietly
+from envs import third_party
 
-import_mujoco_quietly()   # before anything imports brax
+third_party.prepare()   # before JAX computes anything and before anything imports brax
 
 from envs.base import AutoResetStep, EnvState, TaskEnv, auto_reset_step
 from envs.moving_bandits import MovingBandits

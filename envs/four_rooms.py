@@ -1,16 +1,27 @@
 """Four rooms (Sutton, Precup & Singh 1999; MLSH paper, section 6.2), the goal cell being the task.
 
-The 13x13 map below (104 free cells). 4 actions (up, down, left, right); with probability 1/3 the
-agent moves in one of the *other three* directions instead, uniformly (Sutton et al.'s
-stochasticity). A move into a wall leaves the agent where it is. It starts every episode in the
-fixed cell S; reward 1 for every step that ends in the goal cell (the episode goes on: staying
-there keeps paying). The goal is hidden from the agent; the observation is the one-hot index of the
-agent's free cell [104]. 100-step episodes.
+The 13x13 map below (104 free cells). 4 actions (up, down, left, right), with the original MLSH
+code's dynamics: a move into a wall leaves the agent where it is (and never slips); a move into a
+free cell succeeds and is then followed, with probability 1/3, by a jump to one of the free
+4-neighbours of the cell just entered, uniformly (which may be the cell the agent came from). So the
+agent can hold a goal cell that touches a wall by pushing into the wall. (Sutton et al.'s textbook
+rule, a slip to another direction with probability 1/3 before the move, is not used: under it no
+policy can stay in a goal cell.) One table (`OUTCOME_CELLS`, `OUTCOME_PROBS`) holds every cell's
+possible next cells and their probabilities under each action; `transition_matrix` and the JAX step
+both read it. The agent starts every episode in the fixed cell S; reward 1 for every step that ends
+in the goal cell (the episode goes on: staying there keeps paying). The goal is hidden from the
+agent; the observation is the one-hot index of the agent's free cell [104]. 100-step episodes.
 
-Goal cells: 16 of the 104 (`HELDOUT_GOAL_CELLS`, four per room, away from the start) are held out:
-`split="train"` draws goals from the other 88, `split="heldout"` only from them (used to measure
-adaptation on unseen tasks), `split="all"` from every free cell. Cells are numbered 0..103 in
-row-major order over the free cells (`free_cells()` gives their (row, col)).
+Task sets (`TASK_SETS`), each with splits "train", "heldout" (never drawn for training; used to
+measure adaptation on unseen tasks) and "all":
+  - "all_rooms" (env "four_rooms", `FourRooms`): goals in every free cell, 16 held out
+    (`HELDOUT_GOALS_RC`, four per room, away from the start).
+  - "paper" (env "four_rooms_paper", `FourRoomsPaper`): goals in the 21 cells of the bottom-right
+    room and its doorway (`PAPER_GOALS_RC`, the cells the original code's goals came from), the
+    original's four checked-in goals held out (`PAPER_HELDOUT_GOALS_RC`, among them its fixed goal
+    (11, 11), the bottom-right corner).
+Cells are numbered 0..103 in row-major order over the free cells (`free_cells()` gives their (row,
+col)); `parse_goal_cells` reads them as indices or row:col pairs.
 """
 
 from __future__ import annotations
@@ -39,14 +50,19 @@ MAP = (
 )
 # (row, col) moves of the actions: up, down, left, right.
 ACTION_MOVES = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], np.int32)
+# After a successful move, the probability of a jump to a random free neighbour of the cell entered.
 SLIP_PROB = 1.0 / 3.0
-# Held-out goals, four per room, as (row, col).
+# All-rooms task set: held-out goals, four per room, as (row, col).
 HELDOUT_GOALS_RC = (
     (1, 1), (2, 4), (4, 2), (5, 5),          # top left
     (1, 11), (2, 8), (4, 10), (5, 7),        # top right
     (8, 1), (9, 4), (11, 2), (11, 5),        # bottom left
     (8, 11), (9, 8), (11, 10), (11, 7),      # bottom right
 )
+# Paper task set: the bottom-right room (rows 8-11, columns 7-11) and its doorway (10, 6).
+PAPER_GOALS_RC = tuple((row, col) for row in range(8, 12) for col in range(7 if row != 10 else 6, 12))
+# ... of which the original code's four checked-in goals are held out ((11, 11) was its fixed goal).
+PAPER_HELDOUT_GOALS_RC = ((8, 7), (9, 9), (10, 8), (11, 11))
 
 
 def free_cells() -> np.ndarray:
@@ -58,11 +74,20 @@ FREE_CELLS = free_cells()
 CELL_INDEX = {tuple(rc): i for i, rc in enumerate(FREE_CELLS.tolist())}
 START_CELL = CELL_INDEX[next((r, row.index("S")) for r, row in enumerate(MAP) if "S" in row)]
 HELDOUT_GOAL_CELLS = tuple(CELL_INDEX[rc] for rc in HELDOUT_GOALS_RC)
-SPLITS = {
-    "train": tuple(i for i in range(len(FREE_CELLS)) if i not in HELDOUT_GOAL_CELLS),
-    "heldout": HELDOUT_GOAL_CELLS,
-    "all": tuple(range(len(FREE_CELLS))),
+PAPER_GOAL_CELLS = tuple(CELL_INDEX[rc] for rc in PAPER_GOALS_RC)
+PAPER_HELDOUT_GOAL_CELLS = tuple(CELL_INDEX[rc] for rc in PAPER_HELDOUT_GOALS_RC)
+
+
+def _splits(cells: tuple[int, ...], heldout: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    return {"train": tuple(c for c in cells if c not in heldout), "heldout": heldout, "all": cells}
+
+
+# task set -> split -> goal cell indices.
+TASK_SETS = {
+    "all_rooms": _splits(tuple(range(len(FREE_CELLS))), HELDOUT_GOAL_CELLS),
+    "paper": _splits(PAPER_GOAL_CELLS, PAPER_HELDOUT_GOAL_CELLS),
 }
+SPLITS = TASK_SETS["all_rooms"]
 
 
 ROOMS = ("top left", "top right", "bottom left", "bottom right", "hallway")
@@ -90,24 +115,59 @@ def _next_cell_table() -> np.ndarray:
 NEXT_CELL = _next_cell_table()
 
 
-def transition_matrix() -> np.ndarray:
-    """[4, cells, cells]: probability of each next cell for each action from each cell (the move
-    itself with probability 2/3, each other direction with 1/9; a wall keeps the agent in place)."""
+def free_neighbours(cell: int) -> list[int]:
+    """The free 4-neighbours of `cell` (1 to 4 of them: every free cell has one)."""
+    return [int(n) for n in NEXT_CELL[cell] if n != cell]
+
+
+# Outcomes of one step: the entered cell, or a slip to one of its up-to-4 free neighbours.
+MAX_OUTCOMES = 1 + len(ACTION_MOVES)
+
+
+def _outcome_table() -> tuple[np.ndarray, np.ndarray]:
+    """The dynamics: ([cells, 4, MAX_OUTCOMES] next cells, [cells, 4, MAX_OUTCOMES] their
+    probabilities; unused entries have probability 0). Into a wall: stay, probability 1. Into a free
+    cell: that cell with 1 - SLIP_PROB, each of its k free neighbours with SLIP_PROB / k."""
     cells, actions = NEXT_CELL.shape
-    probs = np.zeros((actions, cells, cells))
+    outcomes = np.repeat(np.arange(cells, dtype=np.int32)[:, None, None], actions, axis=1)
+    outcomes = np.repeat(outcomes, MAX_OUTCOMES, axis=2)
+    probs = np.zeros((cells, actions, MAX_OUTCOMES))
+    for cell in range(cells):
+        for action in range(actions):
+            entered = int(NEXT_CELL[cell, action])
+            if entered == cell:                             # a wall: no move, no slip
+                probs[cell, action, 0] = 1.0
+                continue
+            neighbours = free_neighbours(entered)
+            outcomes[cell, action, : 1 + len(neighbours)] = [entered] + neighbours
+            probs[cell, action, 0] = 1.0 - SLIP_PROB
+            probs[cell, action, 1: 1 + len(neighbours)] = SLIP_PROB / len(neighbours)
+    return outcomes, probs
+
+
+OUTCOME_CELLS, OUTCOME_PROBS = _outcome_table()
+
+
+def transition_matrix() -> np.ndarray:
+    """[4, cells, cells]: probability of each next cell for each action from each cell (from the
+    outcome table the JAX step samples)."""
+    cells, actions, _ = OUTCOME_CELLS.shape
+    matrix = np.zeros((actions, cells, cells))
     for action in range(actions):
-        for move in range(actions):
-            chance = 1.0 - SLIP_PROB if move == action else SLIP_PROB / (actions - 1)
-            np.add.at(probs[action], (np.arange(cells), NEXT_CELL[:, move]), chance)
-    return probs
+        rows = np.repeat(np.arange(cells), MAX_OUTCOMES)
+        np.add.at(matrix[action], (rows, OUTCOME_CELLS[:, action].ravel()), OUTCOME_PROBS[:, action].ravel())
+    return matrix
 
 
 def optimal_returns(goal_cells, episode_length: int = 100) -> np.ndarray:
     """[len(goal_cells)]: the best expected return from the start cell for each goal cell, by
     finite-horizon value iteration over these dynamics (what a policy that knows the goal can get).
 
-    The ceiling is low because of the slip: on the spec's dynamics the held-out goals average 45.1
-    (best cell 64.5) of 100 steps."""
+    100 steps: 100 for the start cell itself (push into a wall), 94.5 for the bottom-right corner
+    (11, 11); means over the held-out goals: 71.3 for the all-rooms task set (34.7 to 97.2; 45.1 under
+    Sutton et al.'s textbook slip, where no policy can stay in a goal cell), 66.7 for the paper task
+    set (37.3 to 97.2). A goal that touches a wall can be held (~94-98), an open one only revisited
+    (~37-42)."""
     probs = transition_matrix()
     returns = []
     for goal in goal_cells:
@@ -119,6 +179,37 @@ def optimal_returns(goal_cells, episode_length: int = 100) -> np.ndarray:
     return np.asarray(returns)
 
 
+def parse_goal_cells(text: str) -> tuple[int, ...]:
+    """Comma-separated goal cells, each a free-cell index (0..103) or a row:col pair on the map
+    (e.g. "3,17,11:11") -> cell indices. Raises ValueError, naming what is allowed, for anything
+    else: a wall, a cell off the map, an index out of range, an empty list."""
+    allowed = (f"a free-cell index 0..{len(FREE_CELLS) - 1} or row:col of a free cell "
+               f"(row and col in 0..{len(MAP) - 1}, not a wall 'w' of the map)")
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise ValueError(f"no goal cells in {text!r}; each goal cell is {allowed}")
+    cells = []
+    for part in parts:
+        try:
+            numbers = [int(n) for n in part.split(":")]
+        except ValueError:
+            raise ValueError(f"goal cell {part!r} is not {allowed}") from None
+        if len(numbers) == 1:
+            if not 0 <= numbers[0] < len(FREE_CELLS):
+                raise ValueError(f"goal cell {part} is out of range; each goal cell is {allowed}")
+            cells.append(numbers[0])
+        elif len(numbers) == 2:
+            row, col = numbers
+            if not (0 <= row < len(MAP) and 0 <= col < len(MAP[0])):
+                raise ValueError(f"goal cell {part} is off the map; each goal cell is {allowed}")
+            if (row, col) not in CELL_INDEX:
+                raise ValueError(f"goal cell {part} is a wall; each goal cell is {allowed}")
+            cells.append(CELL_INDEX[(row, col)])
+        else:
+            raise ValueError(f"goal cell {part!r} is not {allowed}")
+    return tuple(cells)
+
+
 @struct.dataclass
 class FourRoomsTask:
     """`goal`: index of the goal cell, int32 [] in [0, 104)."""
@@ -127,23 +218,38 @@ class FourRoomsTask:
 
 
 class FourRooms(TaskEnv):
-    """The four-rooms task distribution: one task per goal cell of the chosen split.
+    """The four-rooms task distribution: one task per goal cell of the chosen task set and split.
+
+    Registered as "four_rooms" (the all-rooms task set) and, through `FourRoomsPaper`, as
+    "four_rooms_paper".
 
     Args:
       episode_length: steps per episode (100 in the paper).
-      split: which goal cells `sample_task` draws: "train", "heldout" or "all".
+      split: which goal cells of the task set `sample_task` draws: "train", "heldout" or "all".
       goal_cells: an explicit tuple of goal cell indices instead of a split.
+      task_set: "all_rooms" or "paper" (`TASK_SETS`); default the class's `task_set`.
     """
 
     name = "four_rooms"
+    task_set = "all_rooms"
     observation_size = len(FREE_CELLS)
     action_size = len(ACTION_MOVES)
 
-    def __init__(self, episode_length: int = 100, split: str = "train", goal_cells: tuple[int, ...] | None = None):
+    def __init__(self, episode_length: int = 100, split: str = "train", goal_cells: tuple[int, ...] | None = None,
+                 task_set: str | None = None):
         if episode_length < 1:
             raise ValueError(f"episode_length must be >= 1, got {episode_length}")
         self.episode_length = episode_length
-        self.goal_cells = tasks_of_split(SPLITS, split, goal_cells, len(FREE_CELLS), "goal cell")
+        self.task_set = task_set or type(self).task_set
+        if self.task_set not in TASK_SETS:
+            raise ValueError(f"unknown four-rooms task set {self.task_set!r}; use one of {', '.join(TASK_SETS)}")
+        splits = TASK_SETS[self.task_set]
+        if goal_cells is None and split in splits and not splits[split]:
+            raise ValueError(f"the {self.task_set} task set's {split!r} split has no goal cells; use one of "
+                             f"{', '.join(s for s, cells in splits.items() if cells)}")
+        self.goal_cells = tasks_of_split(splits, split, goal_cells, len(FREE_CELLS), "goal cell")
+
+    parse_goal_cells = staticmethod(parse_goal_cells)
 
     def sample_task(self, key: jax.Array) -> FourRoomsTask:
         return FourRoomsTask(goal=jax.random.choice(key, jnp.asarray(self.goal_cells, jnp.int32)))
@@ -153,11 +259,9 @@ class FourRooms(TaskEnv):
         return cell, self.observe(cell)
 
     def _transition(self, task, cell, action, key):
-        slip_key, other_key = jax.random.split(key)
-        # A slip replaces the action by one of the other three, uniformly.
-        other = (action + jax.random.randint(other_key, (), 1, len(ACTION_MOVES))) % len(ACTION_MOVES)
-        move = jnp.where(jax.random.uniform(slip_key) < SLIP_PROB, other, action)
-        cell = jnp.asarray(NEXT_CELL)[cell, move]
+        # One draw from the outcome table: log(0) = -inf never wins.
+        outcome = jax.random.categorical(key, jnp.log(jnp.asarray(OUTCOME_PROBS, jnp.float32))[cell, action])
+        cell = jnp.asarray(OUTCOME_CELLS)[cell, action, outcome]
         reward = (cell == task.goal).astype(jnp.float32)
         return cell, self.observe(cell), reward, jnp.zeros((), bool)
 
@@ -170,3 +274,11 @@ class FourRooms(TaskEnv):
     def observe(cell: jax.Array) -> jax.Array:
         """Observation [104]: one-hot of the agent's cell."""
         return jax.nn.one_hot(cell, len(FREE_CELLS), dtype=jnp.float32)
+
+
+class FourRoomsPaper(FourRooms):
+    """Four rooms with the paper task set: goals in the bottom-right room and its doorway (see the
+    module docstring)."""
+
+    name = "four_rooms_paper"
+    task_set = "paper"

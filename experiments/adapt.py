@@ -5,8 +5,10 @@ each trained separately on every unseen task (one task per slot, many in paralle
     python -m experiments.adapt --run runs/four_rooms_fast_s0 --out runs/adapt_four_rooms
     python -m experiments.adapt --run runs/moving_bandits_fast_s0 --out DIR2 --updates 10 --slots 100
     python -m experiments.adapt --run RUN --out DIR2 --goal-cells 3,17,40     # four rooms: these goals
-    python -m experiments.adapt --run RUN --out DIR2 --no-baselines           # MLSH only
+    python -m experiments.adapt --run RUN --out DIR2 --no-baseline            # MLSH only
     python -m experiments.adapt --run RUN --out DIR2 --set master.learning_rate=1e-3   # master settings
+    python -m experiments.adapt --run RUN --out DIR2 --set help               # the masters' settings
+    python -m experiments.adapt --run RUN --out DIR2 --resume    # continue a stopped one: same arguments
 
 Unseen tasks: envs with a held-out split (four rooms: goal cells, ant mazes: layouts) draw from
 `--split` (default "heldout"); moving bandits and key-door draw fresh goal positions every episode,
@@ -49,27 +51,37 @@ MODULE = "experiments.adapt"
 # The paper's adaptation curves, where it gives them (docs/algorithm.md, "The paper's numbers").
 PAPER_LEVELS = {
     "moving_bandits": {"MLSH after 8 updates": 26.0, "shared fine-tuned": 20.0, "single policy": 2.0},
-    "four_rooms": {"MLSH by 10k steps": 80.0},
+    # The paper's four-rooms level is for its own task set (goals in the bottom-right room).
+    "four_rooms_paper": {"MLSH by 10k steps": 80.0},
 }
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.usage_parser(MODULE)
     parser.add_argument("--run", type=pathlib.Path, required=True, action="append",
                         help="finished MLSH run whose sub-policies to use; repeat for several runs (e.g. seeds): "
                              "each adapts into OUT/<run name>, adapt.json has the mean and spread over runs")
-    parser.add_argument("--out", type=pathlib.Path, required=True, help="directory to create (must not exist or be empty)")
-    parser.add_argument("--split", default=None, help="which held-out tasks (envs that have splits; default heldout)")
-    parser.add_argument("--goal-cells", default=None, help="four rooms: comma-separated goal cell indices instead of a split")
+    parser.add_argument("--out", type=pathlib.Path, required=True,
+                        help="directory to create (must not exist or be empty; with --resume, the one to continue)")
+    parser.add_argument("--split", default=None,
+                        help="envs with splits (four rooms: goal cells of the run's task set; ant mazes: layouts): "
+                             "which tasks to draw, one of heldout (default), train, all")
+    parser.add_argument("--goal-cells", default=None,
+                        help="four rooms: comma-separated goal cells instead of a split, each a free-cell index "
+                             "0..103 or row:col (e.g. 3,17,11:11)")
     parser.add_argument("--updates", type=int, default=15, help="master updates on each unseen task (default 15)")
     parser.add_argument("--slots", type=int, default=100, help="unseen tasks trained in parallel (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first run's adaptation (+1 per run)")
     parser.add_argument("--shared-from", type=pathlib.Path, default=None,
                         help="shared-policy run to fine-tune (default RUN/baseline_shared when it exists)")
-    parser.add_argument("--no-baselines", action="store_true", help="MLSH only")
+    parser.add_argument("--no-baseline", action="store_true", help="MLSH only, no baselines")
+    parser.add_argument("--no-baselines", dest="no_baseline", action="store_true", help=argparse.SUPPRESS)  # old name
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the adaptation in --out (given the same arguments): finished parts are kept, "
+                             "a stopped one continues from its checkpoint")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="a setting of the fresh masters: master.<PPO field> or random_master_action_prob "
-                             "(repeatable; the baselines keep the run's settings)")
+                             "(repeatable; the baselines keep the run's settings); --set help lists them")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -82,11 +94,11 @@ def unseen_task_env(source: MLSHConfig, split: str | None, goal_cells: str | Non
     kwargs = {"episode_length": source.episode_length}
     if goal_cells is not None:
         if "goal_cells" not in accepts:
-            raise common.UsageError(f"--goal-cells: {source.env} has no goal cells (four_rooms has)")
+            raise common.UsageError(f"--goal-cells: {source.env} has no goal cells (four_rooms and four_rooms_paper have)")
         try:
-            kwargs["goal_cells"] = tuple(int(c) for c in goal_cells.split(","))
-        except ValueError:
-            raise common.UsageError(f"--goal-cells must be comma-separated integers, got {goal_cells!r}") from None
+            kwargs["goal_cells"] = cls.parse_goal_cells(goal_cells)
+        except ValueError as error:
+            raise common.UsageError(f"--goal-cells: {error}") from None
         description = f"goal cells {goal_cells}"
     elif "split" in accepts:
         kwargs["split"] = split or "heldout"
@@ -96,9 +108,12 @@ def unseen_task_env(source: MLSHConfig, split: str | None, goal_cells: str | Non
     else:
         description = "fresh draws"
     try:
-        return cls(**kwargs), description
+        env = cls(**kwargs)
     except ValueError as error:
         raise common.UsageError(str(error)) from None
+    if goal_cells is None and hasattr(env, "task_set"):
+        description += f" of task set {env.task_set}"
+    return env, description
 
 
 MASTER_SETTINGS = ("master.", "random_master_action_prob")
@@ -143,19 +158,17 @@ def plan(run: pathlib.Path, out: pathlib.Path, seed: int, args, trainers: dict) 
     """Checks `run` and builds (or reuses from `trainers`: one compile for every run) what its
     adaptation trains. Returns the plan and a description of the unseen tasks. Raises the
     command's input errors."""
-    try:
-        source = load_config(run)
-    except RunLoadError as error:
-        raise TransferError(f"--run {run}: {error}") from None
+    source = source_config(run)
     if source.algorithm != "mlsh":
         raise common.UsageError(f"--run {run} trained a {source.algorithm!r} policy; adapt needs an MLSH run")
     env, tasks = unseen_task_env(source, args.split, args.goal_cells)
-    common.check_out_dir(out)
+    if not args.resume:
+        common.check_out_dir(out)
     mlsh_config = adapt_settings(source, args.slots, args.updates, seed, args.overrides).validate()
     trainer = _shared_trainer(trainers, "MLSH", mlsh_config, env, run)
     check_compatible(run, trainer)
     flat, shared = None, None
-    if not args.no_baselines and not env.continuous_actions:
+    if not args.no_baseline and not env.continuous_actions:
         flat = flat_settings(source, env.action_size, args.slots, args.updates, seed).validate()
         flat_trainer = _shared_trainer(trainers, "flat", flat, env, run)
         shared_run = args.shared_from or run / common.BASELINE_DIR
@@ -165,6 +178,14 @@ def plan(run: pathlib.Path, out: pathlib.Path, seed: int, args, trainers: dict) 
             print(f"note: no shared-policy run at {shared_run}: the fine-tuned baseline is skipped", flush=True)
     optimum = env.optimal_mean_return() if hasattr(env, "optimal_mean_return") else None
     return AdaptPlan(run, out, (mlsh_config, load_subpolicies(run, trainer)), flat, shared, optimum), tasks
+
+
+def source_config(run: pathlib.Path) -> MLSHConfig:
+    """The configuration of a --run; raises TransferError naming it when it has none."""
+    try:
+        return load_config(run)
+    except RunLoadError as error:
+        raise TransferError(f"--run {run}: {error}") from None
 
 
 def _shared_trainer(trainers: dict, name: str, config: MLSHConfig, env, run) -> Trainer:
@@ -178,8 +199,10 @@ def _shared_trainer(trainers: dict, name: str, config: MLSHConfig, env, run) -> 
     return trainers[name]
 
 
-def execute(adapt_plan: AdaptPlan, trainers: dict, progress: bool) -> dict:
-    """Trains the plan's MLSH masters and baselines; returns label -> metrics rows."""
+def execute(adapt_plan: AdaptPlan, trainers: dict, progress: bool, resume: bool, resume_args: list) -> dict:
+    """Trains the plan's MLSH masters and baselines (with `resume`, each part already in the plan's
+    directory continues from its checkpoint, or is kept when finished); returns label -> metrics
+    rows. A preempted part prints `python -m experiments.adapt` + `resume_args`."""
     config, transferred = adapt_plan.mlsh
     mlsh = trainers["MLSH"]
     runs = {"MLSH": (config, mlsh, "mlsh", lambda state: with_subpolicies(mlsh, state, transferred))}
@@ -191,9 +214,10 @@ def execute(adapt_plan: AdaptPlan, trainers: dict, progress: bool) -> dict:
                                                 _flat_start(flat, adapt_plan.shared))
     rows = {}
     for label, (run_config, trainer, name, prepare) in runs.items():
-        rows[label] = common.train_or_exit(MODULE, run_config, adapt_plan.out / name, resume=False, trainer=trainer,
-                                           progress=progress, description=f"{label} ({adapt_plan.run.name})",
-                                           prepare_state=prepare).rows
+        part = adapt_plan.out / name
+        rows[label] = common.train_or_exit(MODULE, run_config, part, resume=resume and common.can_resume(part),
+                                           trainer=trainer, resume_args=resume_args, progress=progress,
+                                           description=f"{label} ({adapt_plan.run.name})", prepare_state=prepare).rows
     return rows
 
 
@@ -216,16 +240,39 @@ def combine(per_run: list[dict]) -> dict:
     return curves
 
 
+def check_adapt_out(out: pathlib.Path, resume: bool) -> None:
+    """Raises an input error unless `out` can take a new adaptation (or, with `resume`, holds one)."""
+    if resume and not common.can_resume(out):
+        raise common.UsageError(f"nothing to resume: {out} holds no adaptation (drop --resume to start one)")
+    if not resume and common.can_resume(out):
+        raise common.UsageError(f"{out} already holds files; pass --resume (with the same arguments) to continue "
+                                "the adaptation there, or choose another --out (nothing is overwritten)")
+    if not resume:
+        common.check_out_dir(out)
+
+
+def print_master_fields(args) -> None:
+    """`--set help`: the settings of the fresh masters that --set may change, as adapting the first
+    --run would use them."""
+    config = adapt_settings(source_config(args.run[0]), args.slots, args.updates, args.seed,
+                            [o for o in args.overrides if o != "help"])
+    print(common.describe_fields(config, f"the fresh masters' settings for --run {args.run[0]}", only=MASTER_SETTINGS))
+
+
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parse_args(argv)
     trainers, plans = {}, []
     try:
+        if "help" in args.overrides:
+            print_master_fields(args)
+            raise SystemExit(0)
         if args.updates < 1 or args.slots < 1:
             raise common.UsageError("--updates and --slots must be >= 1")
         names = [run.name for run in args.run]
         if len(set(names)) < len(names):
             raise common.UsageError(f"the --run directories need distinct names (they name the outputs): {names}")
-        common.check_out_dir(args.out)
+        check_adapt_out(args.out, args.resume)
         for i, run in enumerate(args.run):
             out = args.out if len(args.run) == 1 else args.out / run.name
             plans.append(plan(run, out, args.seed + i, args, trainers))
@@ -234,10 +281,15 @@ def main(argv=None) -> dict:
 
     env_name, tasks = plans[0][0].mlsh[0].env, plans[0][1]
     steps = plans[0][0].mlsh[0].steps_per_slot
-    print(f"adapt: {len(plans)} run(s) x {args.slots} unseen {env_name} tasks ({tasks}) x {args.updates} updates, "
+    print(f"adapt{', resuming' if args.resume else ''}: {len(plans)} run(s) x {args.slots} unseen {env_name} tasks ({tasks}) x {args.updates} updates, "
           f"{steps} env steps per task per update: {', '.join(['MLSH'] + [k for k in trainers if k != 'MLSH'])}"
           f" -> {args.out}", flush=True)
-    per_run = [execute(adapt_plan, trainers, progress=not args.no_progress) for adapt_plan, _ in plans]
+    resume_args = [a for a in argv if a != "--resume"] + ["--resume"]
+    try:
+        per_run = [execute(adapt_plan, trainers, not args.no_progress, args.resume, resume_args)
+                   for adapt_plan, _ in plans]
+    except common.INPUT_ERRORS as error:   # a part that cannot resume: refused before it trains
+        common.exit_with_usage_error(str(error))
     report = {
         "runs": [str(run) for run in args.run], "env": env_name, "tasks": tasks, "slots": args.slots,
         "updates": list(range(1, args.updates + 1)),

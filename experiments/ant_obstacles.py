@@ -25,6 +25,8 @@ PRESETS = {
     "paper": lambda: course_transfer.course_settings("ant_obstacles", 2000, num_slots=10, num_updates=500),
     "smoke": lambda: course_transfer.smoke_course_settings("ant_obstacles"),
 }
+# What `auto` means here, for --help (the other presets: `experiments.common.PRESET_NOTES`).
+PRESET_NOTES = course_transfer.PRESET_NOTES
 
 
 def course_progress(trajectory_obs, rewards) -> dict:
@@ -45,7 +47,7 @@ def course_progress(trajectory_obs, rewards) -> dict:
 def main(argv=None) -> dict:
     return course_transfer.run_course_transfer(
         "experiments.ant_obstacles", "Ant obstacle course", "ant_obstacles", PRESETS, argv, course_progress,
-        baselines=(course_transfer.SINGLE_POLICY,), description=__doc__.splitlines()[0])
+        baselines=(course_transfer.SINGLE_POLICY,))
 
 
 if __name__ == "__main__":

@@ -18,24 +18,24 @@ import numpy as np
 from experiments import common
 from mlsh_jax.config import PAPER_CREDIT, MLSHConfig, PPOConfig
 
-HUMANOID_CPU_RATE = 3_450.0     # MLSH on humanoid_walkcrawl, 2-core CPU, 16 slots (see below)
-
 # Env steps per second of MLSH training, measured with `python -m benchmarks.throughput --family
-# ant|humanoid` (docs/benchmarks.md): used only to print a run-time estimate before a run starts. Ant (on
-# ant_maze): CPU 2 cores, 16 slots (docs/results/ant_throughput_cpu_2core.json); GPU one H200, 256
-# slots (docs/results/ant_throughput_h200.json); TPU not measured (the GPU figure is used).
+# ant|humanoid` on idle cores (docs/benchmarks.md): used only to print a run-time estimate before a run
+# starts. CPU: 2 cores, one device, 16 slots, ant on ant_maze (docs/results/ant_throughput_cpu_2core.json)
+# and humanoid on humanoid_walkcrawl (docs/results/humanoid_throughput_cpu_2core.json). GPU: ant maze on
+# one H200, 256 slots (docs/results/ant_throughput_h200.json); the humanoid there is not measured: the
+# ant's figure scaled by their CPU ratio. TPU: not measured (the GPU figures are used).
+ANT_CPU_RATE, HUMANOID_CPU_RATE, ANT_GPU_RATE = 5_329.0, 6_330.0, 1_215_210.0
 MEASURED_TRAINING_RATE = {
-    "ant": {"cpu": 5_300.0, "gpu": 1_200_000.0, "tpu": 1_200_000.0},
-    # humanoid_walkcrawl, CPU 2 cores, 16 slots (docs/results/humanoid_throughput_cpu_2core.json);
-    # accelerators not measured: the ant's figure scaled by the CPU ratio humanoid / ant.
-    "humanoid": {"cpu": HUMANOID_CPU_RATE, "gpu": 1_200_000.0 * HUMANOID_CPU_RATE / 5_300.0,
-                 "tpu": 1_200_000.0 * HUMANOID_CPU_RATE / 5_300.0},
+    "ant": {"cpu": ANT_CPU_RATE, "gpu": ANT_GPU_RATE, "tpu": ANT_GPU_RATE},
+    "humanoid": {"cpu": HUMANOID_CPU_RATE, "gpu": ANT_GPU_RATE * HUMANOID_CPU_RATE / ANT_CPU_RATE,
+                 "tpu": ANT_GPU_RATE * HUMANOID_CPU_RATE / ANT_CPU_RATE},
 }
 # With the task slots split over 2 host devices on the 2-core CPU
-# (XLA_FLAGS=--xla_force_host_platform_device_count=2), training ran 1.83x (ant_maze, 9.7k env steps/s)
-# and 1.86x (humanoid, 6.4k) the one-device rates above. More devices or cores: not measured, so
-# the 2-device factor is used for any CPU run over 2 or more devices on 2 or more cores.
-CPU_MULTI_DEVICE_SPEEDUP = 1.8
+# (XLA_FLAGS=--xla_force_host_platform_device_count=2), training ran at 9.7k env steps/s on ant_maze
+# (1.8x the one-device rate above) and at 6.4k on humanoid_walkcrawl (no gain over one device on idle
+# cores). More devices or cores: not measured, so these factors are used for any CPU run over 2 or
+# more devices on 2 or more cores.
+CPU_MULTI_DEVICE_SPEEDUP = {"ant": 1.8, "humanoid": 1.0}
 
 
 def paper_settings(env: str, num_subpolicies: int, episode_length: int = 1000, **changes) -> MLSHConfig:
@@ -104,13 +104,13 @@ def _with_master_learning_rate(build, learning_rate: float) -> MLSHConfig:
 def run_time_estimate(config: MLSHConfig, updates_done: int = 0) -> str:
     """'about N minutes' for the updates left (all of them for a new run) from the measured
     training rate of this body on this platform."""
-    rates = MEASURED_TRAINING_RATE["humanoid" if config.env.startswith("humanoid") else "ant"]
-    rate = rates.get(device_kind(), rates["cpu"])
+    body = "humanoid" if config.env.startswith("humanoid") else "ant"
+    rate = MEASURED_TRAINING_RATE[body].get(device_kind(), MEASURED_TRAINING_RATE[body]["cpu"])
     devices = jax.device_count()
     if device_kind() != "cpu":
         rate *= devices
     elif min(devices, os.cpu_count() or 1) >= 2:
-        rate *= CPU_MULTI_DEVICE_SPEEDUP
+        rate *= CPU_MULTI_DEVICE_SPEEDUP[body]
     minutes = (config.num_updates - updates_done) * config.env_steps_per_update / rate / 60
     return (f"{common.env_steps_left(config, updates_done)}; estimated run time about "
             f"{math.ceil(minutes)} min at ~{rate:,.0f} steps/s measured on {device_kind()} x {devices} "

@@ -3,9 +3,12 @@
 Every experiment accepts `--out DIR`, `--seed INT`, `--preset NAME`, `--set FIELD=VALUE`
 overrides of any configuration field (dotted for PPO settings, e.g. `--set sub.learning_rate=1e-4`)
 and `--resume` (continue the run in --out from its newest checkpoint; its stored configuration is
-the starting point, and only `RESUMABLE_FIELDS` may be changed with --set). The experiments with a
-shared-policy baseline also take `--no-baseline` (MLSH alone) and `--baseline-only` (the baseline of
-the MLSH run in --out, as a second job beside it).
+the starting point, and only `RESUMABLE_FIELDS` may be changed with --set). `--set help` (or
+`--list-fields`) prints every field with its type and its value in the chosen preset; `--help` shows
+the experiment's usage text and what each preset means. The experiments with a shared-policy
+baseline (and the transfer courses, with theirs) also take `--no-baseline` (MLSH alone) and, the
+former, `--baseline-only` (the baseline of the MLSH run in --out, as a second job beside it). A
+preempted run prints a command that resumes it (`train_or_exit`).
 Bad input stops before any compile or file write with one message and exit code 2.
 """
 
@@ -49,10 +52,10 @@ CLUSTER_TIMEOUT_S = 120       # default of --cluster-timeout
 # What each preset name means, for --help; an experiment module's own PRESET_NOTES adds or replaces
 # entries. --help adds each preset's sizes, computed from its configuration.
 PRESET_NOTES = {
-    "auto": "the default: sized to the devices present (16 task slots on a CPU, 256 per accelerator)",
+    "auto": "sized to the devices present (16 task slots on a CPU, 256 per accelerator)",
     "cpu": "16 task slots, a long run on a 2-core CPU",
     "paper": "the paper's settings (its 10 task slots)",
-    "fast": "many task slots: a result in far fewer updates than `paper`, on a CPU",
+    "fast": "many task slots with the paper's per-slot settings: learns in fewer updates than `paper`",
     "smoke": "seconds plus compile: tiny sizes, for tests",
 }
 
@@ -65,30 +68,42 @@ def experiment_module(module: str):
     return sys.modules.get(module) or importlib.import_module(module)
 
 
-def usage_parser(module: str, epilog: str | None = None) -> argparse.ArgumentParser:
+def usage_parser(module: str, epilog: Callable[[], str] | None = None) -> argparse.ArgumentParser:
     """An argparse parser for `python -m module` whose --help shows the module's docstring (its usage
-    text, kept as written) and then `epilog`."""
-    return _ExperimentParser(prog=f"python -m {module}", description=experiment_module(module).__doc__,
-                             epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    text, kept as written) and then the text `epilog()` (built only when help is shown: describing a
+    preset may look at the devices, which must wait until a cluster has been joined)."""
+    parser = _ExperimentParser(prog=f"python -m {module}", description=experiment_module(module).__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.epilog_source = epilog
+    return parser
 
 
-def describe_presets(descriptions: Mapping[str, str], default: str) -> str:
-    """The --help listing of presets: one line per name with its description, the default marked."""
+def describe_presets(descriptions: Mapping[str, str], default: str, heading: str = "presets (--preset NAME)") -> str:
+    """The --help listing of presets under `heading`: each name with its description (later lines of
+    a description indented below its first), the default marked."""
     width = max(map(len, descriptions))
-    lines = [f"  {name:<{width}}  {'(default) ' if name == default else ''}{text}"
-             for name, text in descriptions.items()]
-    return "presets (--preset NAME):\n" + "\n".join(lines)
+    lines = []
+    for name, text in descriptions.items():
+        first, *rest = text.splitlines()
+        lines.append(f"  {name:<{width}}  {'(default) ' if name == default else ''}{first}")
+        lines += [f"  {'':<{width}}  {line}" for line in rest]
+    return f"{heading}:\n" + "\n".join(lines)
 
 
-def config_preset_descriptions(module: str, presets: Mapping[str, Callable[[], MLSHConfig]]) -> dict[str, str]:
-    """name -> what the preset means (PRESET_NOTES, or the module's own PRESET_NOTES) and its sizes."""
+def config_preset_descriptions(module: str, presets: Mapping[str, Callable[[], MLSHConfig]],
+                               sizes: bool = True) -> dict[str, str]:
+    """name -> what the preset means (PRESET_NOTES, or the module's own PRESET_NOTES) and, with
+    `sizes`, its env, task slots, updates and env steps."""
     notes = {**PRESET_NOTES, **getattr(experiment_module(module), "PRESET_NOTES", {})}
     descriptions = {}
     for name, build in presets.items():
+        if not sizes:
+            descriptions[name] = notes.get(name, "")
+            continue
         config = build()
         sizes = (f"{config.env}, {config.num_slots} task slots x {config.num_updates} updates = "
                  f"{config.num_updates * config.env_steps_per_update:,} env steps")
-        descriptions[name] = f"{notes[name]}; {sizes}" if name in notes else sizes
+        descriptions[name] = f"{notes[name]}\n{sizes}" if name in notes else sizes
     return descriptions
 
 
@@ -96,7 +111,7 @@ def base_parser(module: str, presets: Mapping[str, Callable[[], MLSHConfig]], de
     """An argparse parser with the run-contract flags every experiment takes; --help shows the usage
     text of `module` ("experiments.x") and what each preset means. `--set help` or `--list-fields`
     prints the configuration fields of the chosen preset and exits 0 (see `_ExperimentParser`)."""
-    parser = usage_parser(module, epilog=describe_presets(config_preset_descriptions(module, presets), default_preset))
+    parser = usage_parser(module, lambda: describe_presets(config_preset_descriptions(module, presets), default_preset))
     parser.presets = presets
     parser.add_argument("--out", type=pathlib.Path, default=None,
                         help="run directory to create (must not exist or be empty); "
@@ -129,18 +144,33 @@ def base_parser(module: str, presets: Mapping[str, Callable[[], MLSHConfig]], de
 
 class _ExperimentParser(argparse.ArgumentParser):
     """An experiment's parser. With `presets` set (`base_parser`), `--set help` or `--list-fields`
-    prints the fields of the chosen preset (`--preset`, else the default) and exits 0, before
-    anything is compiled or written; an unknown preset there exits 2."""
+    prints the fields of the chosen preset (`--preset`, else the default; with the command line's
+    other --set and --seed applied) and exits 0, before anything is compiled or written; an unknown
+    preset or field there exits 2."""
 
     presets: Mapping[str, Callable[[], MLSHConfig]] | None = None
+    epilog_source: Callable[[], str] | None = None      # the text after the options in --help
+
+    def format_help(self) -> str:
+        if self.epilog_source is not None:
+            self.epilog = self.epilog_source()
+        return super().format_help()
 
     def parse_args(self, args=None, namespace=None):
         parsed = super().parse_args(args, namespace)
         if self.presets is not None and (parsed.list_fields or "help" in parsed.overrides):
             name = parsed.preset or parsed.default_preset
-            if name not in self.presets:
-                exit_with_usage_error(f"unknown preset {name!r}; allowed: {', '.join(self.presets)}")
-            print(describe_fields(self.presets[name](), f"configuration fields of preset {name}"))
+            others = [override for override in parsed.overrides if override != "help"]
+            try:
+                if name not in self.presets:
+                    raise UsageError(f"unknown preset {name!r}; allowed: {', '.join(self.presets)}")
+                config = apply_overrides(self.presets[name](), others)
+            except UsageError as error:
+                exit_with_usage_error(str(error))
+            if parsed.seed is not None:
+                config = dataclasses.replace(config, seed=parsed.seed)
+            changed = " with the other --set and --seed given" if others or parsed.seed is not None else ""
+            print(describe_fields(config, f"configuration fields of preset {name}{changed}"))
             raise SystemExit(0)
         return parsed
 
@@ -479,6 +509,9 @@ def _baseline_only(module: str, title: str, presets: Mapping[str, Callable[[], M
     return headline
 
 
-__all__ = ["BASELINE_DIR", "INPUT_ERRORS", "UsageError", "apply_overrides", "base_parser", "can_resume", "check_out_dir",
-           "default_out_dir", "env_steps_left", "exit_with_usage_error", "join_cluster_if_asked", "resolve_baseline_only", "resolve_config", "resolve_run", "run_with_shared_baseline", "shared_baseline", "shared_part_on_host",
-           "train_or_exit"]
+__all__ = ["BASELINE_DIR", "INPUT_ERRORS", "PRESET_NOTES", "UsageError", "apply_overrides", "base_parser", "can_resume",
+           "check_out_dir", "cluster_flags", "command_line", "config_fields", "config_preset_descriptions",
+           "default_out_dir", "describe_fields", "describe_presets", "env_steps_left", "exit_with_usage_error",
+           "experiment_module", "format_value", "job", "join_cluster_if_asked", "resolve_baseline_only",
+           "resolve_config", "resolve_run", "run_with_shared_baseline", "shared_baseline", "shared_part_on_host",
+           "train_or_exit", "usage_parser"]

@@ -61,6 +61,9 @@ class Baseline:
     from_shared_policy: bool = False
 
 
+# What the courses' `auto` preset means, for --help (their other presets: `common.PRESET_NOTES`).
+PRESET_NOTES = {"auto": "8 task slots (masters) on any device"}
+
 SINGLE_POLICY = Baseline("single policy from scratch", "flat_ppo")
 SHARED_TRANSFER = Baseline("shared policy transferred", "shared_transfer", from_shared_policy=True)
 
@@ -99,15 +102,26 @@ def _baseline_plan(baseline: Baseline, config: MLSHConfig, subs_from: pathlib.Pa
     return baseline_config, trainer, lambda state: with_subpolicies(trainer, state, shared)
 
 
-def run_course_transfer(module: str, title: str, env: str, presets: dict, argv, progress: Progress,
-                        baselines: tuple[Baseline, ...], description: str) -> dict:
-    """Command line of a transfer course: `--subs-from RUN` (required), the usual run flags, and
-    `--no-baseline` (masters only). Writes the run contract, summary `progress` of the masters and
-    of each baseline, and a learning-curve PNG with every method."""
-    parser = common.base_parser(description, presets, default_preset="auto")
+def course_parser(module: str, presets: dict):
+    """The parser of a transfer course's command line: the usual run flags, `--subs-from RUN`
+    (required) and `--no-baseline` (masters only)."""
+    parser = common.base_parser(module, presets, default_preset="auto")
     parser.add_argument("--subs-from", type=pathlib.Path, required=True, help="finished run to take sub-policies from")
     parser.add_argument("--no-baseline", action="store_true", help="masters only, no baselines")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def resume_args(args, out: pathlib.Path) -> list:
+    """The arguments that resume a course's command line (masters and baselines) with run directory `out`."""
+    return (["--subs-from", args.subs_from, "--out", out, "--resume"] + (["--no-baseline"] if args.no_baseline else [])
+            + common.cluster_flags(args))
+
+
+def run_course_transfer(module: str, title: str, env: str, presets: dict, argv, progress: Progress,
+                        baselines: tuple[Baseline, ...]) -> dict:
+    """Command line of a transfer course (`course_parser`). Writes the run contract, summary
+    `progress` of the masters and of each baseline, and a learning-curve PNG with every method."""
+    args = course_parser(module, presets).parse_args(argv)
     try:
         try:
             source = load_config(args.subs_from)
@@ -125,8 +139,8 @@ def run_course_transfer(module: str, title: str, env: str, presets: dict, argv, 
 
     print(f"{title}: {config.num_slots} masters over the sub-policies of {args.subs_from}, "
           f"{brax_family.run_time_estimate(config, updates_done)} -> {out}", flush=True)
-    resume_args = f"--subs-from {args.subs_from} --out {out} --resume" + (" --no-baseline" if args.no_baseline else "")
-    mlsh = common.train_or_exit(module, config, out, resume=args.resume, trainer=trainer, resume_args=resume_args,
+    resume = resume_args(args, out)
+    mlsh = common.train_or_exit(module, config, out, resume=args.resume, trainer=trainer, resume_args=resume,
                                 progress=not args.no_progress, description="masters over transferred subs",
                                 prepare_state=lambda state: with_subpolicies(trainer, state, transferred))
     single_process = jax.process_count() == 1  # the progress episodes need every slot's master here
@@ -137,7 +151,7 @@ def run_course_transfer(module: str, title: str, env: str, presets: dict, argv, 
         baseline_out = out / baseline.name
         result = common.train_or_exit(module, baseline_config, baseline_out,
                                       resume=args.resume and common.can_resume(baseline_out), trainer=baseline_trainer,
-                                      resume_args=resume_args,
+                                      resume_args=resume,
                                       progress=not args.no_progress, description=baseline.label, prepare_state=prepare)
         curves[baseline.label] = result.rows
         summary[f"baseline_{baseline.name}"] = dict(

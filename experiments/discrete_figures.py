@@ -15,14 +15,14 @@ process so that runs of one configuration share a compile:
 4. `four_rooms --no-baseline --out OUT/four_rooms/s<i>` for each seed, then `adapt --run ...
    --split heldout --out OUT/adapt_four_rooms` -> adapt.png (Figure 4 right: MLSH vs PPO from scratch)
 
-A call on an existing OUT continues: finished runs and studies are reused, interrupted runs resume,
-finished adaptations are kept. Writes OUT/figures.json: each figure's PNG, the numbers the paper
-reports next to its levels, and the wall time of every step and in total.
+A call on an existing OUT continues: finished runs and studies are reused, interrupted runs and
+adaptations resume, finished adaptations are kept (a stopped step prints this command to resume).
+Writes OUT/figures.json: each figure's PNG, the numbers the paper reports next to its levels, and
+the wall time of every step and in total.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -57,12 +57,24 @@ PRESETS = {
 }
 # The paper's figures read at the points its text gives (docs/algorithm.md, "The paper's numbers").
 BANDIT_ADAPT_UPDATE = 8
+PRESET_NOTES = {"fast": "the figures: studies as `moving_bandits_studies`, four rooms from its `fast` preset",
+                "smoke": "seconds per step plus compile: a check"}
+MODULE = "experiments.discrete_figures"
 FOUR_ROOMS_STEPS = 10_000          # "~80 by 10k steps"
 FOUR_ROOMS_AUC_STEPS = 20_000      # area under the curve over the first 20k steps
 
 
+def preset_description(name: str) -> str:
+    """What preset `name` means and its sizes, for --help."""
+    settings = PRESETS[name]
+    return (f"{PRESET_NOTES[name]}\nbandit studies: preset {settings.bandit_preset}, {settings.bandit_slots} slots x "
+            f"{settings.bandit_updates} updates; adaptation: {settings.adapt_slots} tasks x {settings.adapt_updates} "
+            f"updates; four rooms: preset {settings.four_rooms_preset}, {settings.four_rooms_updates} updates")
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = common.usage_parser(MODULE, lambda: common.describe_presets(
+        {name: preset_description(name) for name in PRESETS}, "fast"))
     parser.add_argument("--out", type=pathlib.Path, required=True, help="directory for every run and figure")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant and per run (default 3)")
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS), help="sizes (default fast)")
@@ -71,12 +83,13 @@ def parse_args(argv):
 
 
 def check_adapt_out(out: pathlib.Path) -> bool:
-    """True if `out` holds a finished adaptation (reused); raises UsageError for an unfinished one."""
-    if (out / "adapt.json").is_file():
-        return True
-    if out.exists() and any(out.iterdir()):
-        raise common.UsageError(f"{out} holds an unfinished adaptation (no adapt.json); remove it and call again")
-    return False
+    """True if `out` holds a finished adaptation (reused); an unfinished one is resumed."""
+    return (out / "adapt.json").is_file()
+
+
+def resume_if_started(out: pathlib.Path) -> list[str]:
+    """`--resume` for a step whose directory `out` already holds its unfinished work."""
+    return ["--resume"] if common.can_resume(out) else []
 
 
 def value_at(curve: dict, steps: list[int], at_steps: int) -> float | None:
@@ -100,16 +113,19 @@ def timed(wall: dict, name: str, step):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    with common.job(MODULE, argv):     # a stopped step: calling this command again continues
+        return make_figures(parse_args(argv))
+
+
+def make_figures(args) -> dict:
+    """Runs (or continues) every step of the command line `args`; writes and returns figures.json."""
     settings = PRESETS[args.preset]
     out = args.out
     quiet = ["--no-progress"] if args.no_progress else []
-    try:
-        if args.seeds < 1:
-            raise common.UsageError("--seeds must be >= 1")
-        reuse = {name: check_adapt_out(out / name) for name in ("adapt_bandits", "adapt_four_rooms")}
-    except common.INPUT_ERRORS as error:
-        common.exit_with_usage_error(str(error))
+    if args.seeds < 1:
+        common.exit_with_usage_error("--seeds must be >= 1")
+    reuse = {name: check_adapt_out(out / name) for name in ("adapt_bandits", "adapt_four_rooms")}
     seeds = [str(args.seeds)]
     study_sizes = ["--seeds", *seeds, "--updates", str(settings.bandit_updates), "--slots", str(settings.bandit_slots),
                    "--preset", settings.bandit_preset]
@@ -129,7 +145,7 @@ def main(argv=None) -> dict:
         timed(wall, "adapt_bandits", lambda: adapt.main(
             [arg for run in bandit_runs for arg in ("--run", str(run))]
             + ["--shared-from", str(ablations / slug("shared policy") / "s0"), "--out", str(out / "adapt_bandits"),
-               *adapt_sizes, *quiet]))
+               *adapt_sizes, *quiet, *resume_if_started(out / "adapt_bandits")]))
     report["adapt_bandits"] = bandit_adaptation(out / "adapt_bandits")
 
     four_rooms_runs = [out / "four_rooms" / f"s{seed}" for seed in range(args.seeds)]
@@ -138,11 +154,12 @@ def main(argv=None) -> dict:
             timed(wall, f"four_rooms_s{seed}", lambda: four_rooms.main(
                 ["--out", str(run), "--seed", str(seed), "--preset", settings.four_rooms_preset, "--no-baseline",
                  "--set", f"num_updates={settings.four_rooms_updates}", *quiet]
-                + (["--resume"] if common.can_resume(run) else [])))
+                + resume_if_started(run)))
     if not reuse["adapt_four_rooms"]:
         timed(wall, "adapt_four_rooms", lambda: adapt.main(
             [arg for run in four_rooms_runs for arg in ("--run", str(run))]
-            + ["--split", "heldout", "--out", str(out / "adapt_four_rooms"), *adapt_sizes, *quiet]))
+            + ["--split", "heldout", "--out", str(out / "adapt_four_rooms"), *adapt_sizes, *quiet,
+               *resume_if_started(out / "adapt_four_rooms")]))
     report["adapt_four_rooms"] = four_rooms_adaptation(out / "adapt_four_rooms")
 
     wall["total"] = round(time.perf_counter() - start, 1)
@@ -177,7 +194,7 @@ def four_rooms_adaptation(adapt_dir: pathlib.Path) -> dict:
             "fraction_of_optimum_by_10k_steps": {
                 label: None if v is None or not optimum or not math.isfinite(v) else round(v / optimum, 3)
                 for label, v in by_10k.items()},
-            "paper": adapt.PAPER_LEVELS["four_rooms"]}
+            "paper": adapt.PAPER_LEVELS["four_rooms_paper"]}
 
 
 if __name__ == "__main__":

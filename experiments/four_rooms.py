@@ -1,9 +1,18 @@
 """Four rooms (paper Figure 4 right, training part): MLSH over the training goal cells vs the
-shared-policy baseline. Adaptation to the held-out goals: `python -m experiments.adapt`.
+shared-policy baseline. Adaptation to the held-out goals: `python -m experiments.adapt --run RUN`
+(its default `--split heldout` draws the held-out goals of the run's own task set).
 
-    python -m experiments.four_rooms                   # preset `fast`: 50 task slots
-    python -m experiments.four_rooms --preset paper    # the paper's 10 task slots
-    python -m experiments.four_rooms --preset smoke    # seconds, for tests
+    python -m experiments.four_rooms                       # preset `fast`: paper task set, 50 task slots
+    python -m experiments.four_rooms --preset paper        # paper task set, the paper's 10 task slots
+    python -m experiments.four_rooms --preset all_rooms    # all-rooms task set, 50 task slots
+    python -m experiments.four_rooms --preset smoke        # seconds, for tests (paper task set)
+
+Task sets (`envs.four_rooms.TASK_SETS`; the config's env names one): `paper` (env
+"four_rooms_paper", the task set of the paper's figure): goals in the 21 cells of the bottom-right
+room and its doorway, the original code's four goals (8,7), (9,9), (10,8), (11,11) held out;
+`all_rooms` (env "four_rooms", also every run made before the paper task set existed): goals in all
+104 free cells, 16 held out (four per room). `--set env=four_rooms` / `--set env=four_rooms_paper`
+switches a preset's task set.
 
 Paper settings: 100-step episodes, N=25, K=4, W=20, U=30 (D=2000 steps per slot per update, here 20
 env copies x 100 steps). Writes the run contract into --out, the baseline into
@@ -26,17 +35,25 @@ from mlsh_jax.evaluation import run_subpolicy
 
 
 def paper_settings(**changes) -> MLSHConfig:
-    """The paper's four-rooms settings, 10 task slots."""
-    config = MLSHConfig(env="four_rooms", episode_length=100, num_subpolicies=4, macro_duration=25,
+    """The paper's four-rooms settings: the paper task set, 10 task slots."""
+    config = MLSHConfig(env="four_rooms_paper", episode_length=100, num_subpolicies=4, macro_duration=25,
                         warmup_updates=20, joint_updates=30, num_slots=10, steps_per_slot=2000, envs_per_slot=20,
                         num_updates=300, checkpoint_every=50)
     return dataclasses.replace(config, **changes)
 
 
+# --help: what each preset means (its task set; common.PRESET_NOTES for the rest).
+PRESET_NOTES = {
+    "paper": "the paper's settings (its 10 task slots), paper task set (the paper's figure)",
+    "fast": "many task slots with the paper's per-slot settings, paper task set",
+    "all_rooms": "`fast` on the all-rooms task set (goals in every room; 16 held out)",
+}
 PRESETS = {
     "paper": paper_settings,
     # Many task slots (each lifetime is 50 updates; 200 updates = 4 lifetimes per slot).
     "fast": lambda: paper_settings(num_slots=50, num_updates=200),
+    # The same on the all-rooms task set (goals in every room).
+    "all_rooms": lambda: paper_settings(env="four_rooms", num_slots=50, num_updates=200),
     "smoke": lambda: paper_settings(
         num_slots=4, steps_per_slot=200, envs_per_slot=2, warmup_updates=1, joint_updates=1, num_updates=3,
         checkpoint_every=2, sub=PPOConfig(learning_rate=3e-4, num_minibatches=4, epochs=2),

@@ -26,6 +26,8 @@ PRESETS = {
                                                      reward_scale=0.1),
     "smoke": lambda: course_transfer.smoke_course_settings("humanoid_course", reward_scale=0.1),
 }
+# What `auto` means here, for --help (the other presets: `experiments.common.PRESET_NOTES`).
+PRESET_NOTES = course_transfer.PRESET_NOTES
 
 
 def course_progress(trajectory_obs, rewards) -> dict:
@@ -44,8 +46,7 @@ def course_progress(trajectory_obs, rewards) -> dict:
 def main(argv=None) -> dict:
     return course_transfer.run_course_transfer(
         "experiments.humanoid_course", "Humanoid course", "humanoid_course", PRESETS, argv, course_progress,
-        baselines=(course_transfer.SHARED_TRANSFER, course_transfer.SINGLE_POLICY),
-        description=__doc__.splitlines()[0])
+        baselines=(course_transfer.SHARED_TRANSFER, course_transfer.SINGLE_POLICY))
 
 
 if __name__ == "__main__":

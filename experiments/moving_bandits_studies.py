@@ -25,7 +25,6 @@ return (last 10% of updates), and the update from which it stayed separated; OUT
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -171,9 +170,12 @@ def _summarise_separation(report: dict) -> None:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    presets = common.config_preset_descriptions("experiments.moving_bandits", PRESETS, sizes=False)  # --slots, --updates
+    parser = common.usage_parser(MODULE, lambda: common.describe_presets(
+        presets, "fast", heading="presets (--preset NAME: the moving-bandits presets the variants start from)"))
     parser.add_argument("study", choices=sorted(STUDIES))
-    parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--out", type=pathlib.Path, required=True,
+                        help="directory of the study's runs (called again with the same arguments, it continues)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
     parser.add_argument("--updates", type=int, default=60, help="updates per run (default 60)")
     parser.add_argument("--slots", type=int, default=100, help="task slots per run (default 100)")
@@ -184,7 +186,7 @@ def parse_args(argv):
                              "to run instead of all of the study's")
     parser.add_argument("--check-every", type=int, default=5,
                         help="separation: updates between two checks of the sub-policies (default 5)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
 
@@ -208,6 +210,7 @@ def chosen_runs(args) -> list[tuple[str, int, object]]:
 
 
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parse_args(argv)
     try:
         runs = chosen_runs(args)
@@ -218,14 +221,13 @@ def main(argv=None) -> dict:
     steps = runs[0][2].num_updates * runs[0][2].env_steps_per_update
     print(f"{args.study}: {len(labels)} variants x {args.seeds} seeds, {steps:,} env steps each "
           f"-> {args.out}", flush=True)
-    resume_args = " ".join(a for a in sys.argv[1:] if a) if argv is None else " ".join(argv)
     curves, report, trainers = {}, {}, {}
     for label, seed, config in runs:
         out = args.out / slug(label) / f"s{seed}"
         trainer = trainers.setdefault(label, Trainer(config))     # the seeds of a variant share one compile
         hook = SeparationLog(trainer, out, args.check_every) if args.study == "separation" else None
         result = common.train_or_exit(MODULE, config, out, resume=common.can_resume(out), trainer=trainer,
-                                      resume_args=resume_args, after_update=hook,
+                                      resume_args=argv, after_update=hook,  # called again, it continues
                                       progress=not args.no_progress, description=f"{label} s{seed}")
         curves.setdefault(label, []).append([r["mean_return_post_warmup"] for r in result.rows])
         entry = report.setdefault(label, {"per_seed": [], "seeds": []})

@@ -14,7 +14,6 @@ OUT/side.png (humanoid); OUT defaults to RUN/render; existing files there are no
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
@@ -24,7 +23,7 @@ import numpy as np
 
 from envs.ant import AntTaskEnv
 from envs.brax_body import BraxTaskEnv
-from experiments.common import exit_with_usage_error
+from experiments.common import exit_with_usage_error, usage_parser
 
 
 class RenderError(ValueError):
@@ -166,14 +165,14 @@ def _wall_ids(env) -> list[int]:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = usage_parser("experiments.render")
     parser.add_argument("--run", type=pathlib.Path, required=True,
                         help="a run directory of an ant or humanoid experiment")
     parser.add_argument("--out", type=pathlib.Path, help="where to write (default RUN/render)")
     parser.add_argument("--slot", type=int, help="task slot whose task and master to render (default 0)")
     parser.add_argument("--layout", type=int, help="ant_maze: render a slot trained on this layout")
     parser.add_argument("--steps", type=int, help="env steps to render (default: one episode)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="PRNG seed of the episode (default 0)")
     args = parser.parse_args(argv)
     from mlsh_jax.loading import RunLoadError, load_config, load_run
     try:

@@ -1,8 +1,8 @@
 """mlsh_jax: Meta Learning Shared Hierarchies in JAX (jitted, vmapped over task slots)."""
 
-from envs.third_party import import_mujoco_quietly
+from envs import third_party
 
-import_mujoco_quietly()   # before anything imports brax
+third_party.prepare()   # before JAX computes anything and before anything imports brax
 
 from mlsh_jax.config import ConfigError, MLSHConfig, PPOConfig
 from mlsh_jax.trainer import TrainState, Trainer

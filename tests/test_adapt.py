@@ -1,6 +1,7 @@
 """`python -m experiments.adapt`: fresh masters over frozen sub-policies on unseen tasks, and the
 single-policy / fine-tuned-shared-policy baselines in the same trainer; bad input exits 2."""
 
+import dataclasses
 import json
 
 import jax
@@ -8,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs.four_rooms import FourRooms
+from envs import four_rooms as four_rooms_env
+from envs.four_rooms import FourRooms, FourRoomsPaper
 from experiments import adapt, four_rooms, moving_bandits
 from mlsh_jax.trainer import Trainer
 from mlsh_jax.transfer import load_shared_policy, primitive_subpolicies, with_master_params, with_subpolicies
@@ -61,7 +63,7 @@ def test_several_runs_adapt_with_one_compile_and_report_the_spread_over_runs(ban
     shutil.copytree(bandit_run, twin)
     out = tmp_path / "adapt"
     report = adapt.main(["--run", str(bandit_run), "--run", str(twin), "--out", str(out), "--slots", "2",
-                         "--updates", "1", "--no-baselines", "--no-progress"])
+                         "--updates", "1", "--no-baseline", "--no-progress"])
     curve = report["curves"]["MLSH"]
     assert list(report["curves"]) == ["MLSH"] and len(curve["per_run"]) == 2 and len(curve["std_over_runs"]) == 1
     assert curve["mean"][0] == pytest.approx(np.mean([r[0] for r in curve["per_run"]]), abs=1e-3)
@@ -94,6 +96,10 @@ def test_flat_baseline_is_the_shared_policy_acting_through_primitive_subpolicies
                if jnp.issubdtype(x.dtype, jnp.floating))
 
 
+def _no_compile(*args, **kwargs):
+    raise AssertionError("bad input must be refused before anything compiles")
+
+
 def _four_rooms_config_only(tmp_path):
     run = tmp_path / "four_rooms_run"
     run.mkdir()
@@ -102,13 +108,17 @@ def _four_rooms_config_only(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--split", "test"], "unknown goal cell split 'test'"),
+    (["--split", "test"], "unknown goal cell split 'test'; use one of train, heldout, all"),
     (["--goal-cells", "3,104"], "0..103"),
-    (["--goal-cells", "3,x"], "comma-separated integers"),
+    (["--goal-cells", "3,x"], "'x' is not a free-cell index 0..103 or row:col of a free cell"),
+    (["--goal-cells", "3,0:0"], "goal cell 0:0 is a wall; each goal cell is a free-cell index 0..103 or row:col"),
+    (["--goal-cells", "13:2"], "goal cell 13:2 is off the map"),
+    (["--goal-cells", ","], "no goal cells"),
     (["--set", "sub.learning_rate=1e-3"], "adapt changes only the masters' settings"),
     (["--set", "master.learning_rat=1e-3"], "unknown configuration field 'master.learning_rat'"),
 ])
-def test_bad_tasks_are_refused_before_anything_is_written(tmp_path, capsys, extra, message):
+def test_bad_tasks_are_refused_before_anything_is_written(tmp_path, capsys, monkeypatch, extra, message):
+    monkeypatch.setattr(adapt, "Trainer", _no_compile)
     out = tmp_path / "adapt"
     assert _exit_code(["--run", str(_four_rooms_config_only(tmp_path)), "--out", str(out)] + extra) == 2
     assert message in capsys.readouterr().err
@@ -129,8 +139,23 @@ def test_unfinished_shared_and_wrong_runs_are_refused(bandit_run, tmp_path, caps
     assert not out.exists()
 
 
-def test_four_rooms_heldout_split_is_the_default():
-    source = four_rooms.PRESETS["smoke"]()
+def test_four_rooms_heldout_split_is_the_default_and_the_runs_own_task_set():
+    source = four_rooms.PRESETS["smoke"]()                     # the paper task set
     env, description = adapt.unseen_task_env(source, None, None)
-    assert isinstance(env, FourRooms) and env.goal_cells == FourRooms(split="heldout").goal_cells
-    assert description == "split heldout"
+    assert isinstance(env, FourRoomsPaper) and env.goal_cells == four_rooms_env.PAPER_HELDOUT_GOAL_CELLS
+    assert description == "split heldout of task set paper"
+    # A run on "four_rooms" (all of them before the paper task set) adapts to the all-rooms held-out goals.
+    env, description = adapt.unseen_task_env(dataclasses.replace(source, env="four_rooms"), "heldout", None)
+    assert type(env) is FourRooms and env.goal_cells == four_rooms_env.HELDOUT_GOAL_CELLS
+    assert description == "split heldout of task set all_rooms"
+    env, _ = adapt.unseen_task_env(source, None, "11:11,3")
+    assert env.goal_cells == (four_rooms_env.CELL_INDEX[(11, 11)], 3)
+
+
+def test_an_empty_heldout_split_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(adapt, "Trainer", _no_compile)
+    monkeypatch.setitem(four_rooms_env.TASK_SETS, "paper", dict(four_rooms_env.TASK_SETS["paper"], heldout=()))
+    out = tmp_path / "adapt"
+    assert _exit_code(["--run", str(_four_rooms_config_only(tmp_path)), "--out", str(out)]) == 2
+    assert "the paper task set's 'heldout' split has no goal cells; use one of train, all" in capsys.readouterr().err
+    assert not out.exists()

@@ -66,7 +66,7 @@ def test_run_time_estimate_counts_cpu_host_devices(monkeypatch):
     monkeypatch.setattr(brax_family.os, "cpu_count", lambda: 2)
     two_devices = brax_family.run_time_estimate(config)
     assert "cpu x 1 device " in one_device and "cpu x 2 devices " in two_devices
-    assert rate(two_devices) == pytest.approx(brax_family.CPU_MULTI_DEVICE_SPEEDUP * rate(one_device), rel=1e-3)
+    assert rate(two_devices) == pytest.approx(brax_family.CPU_MULTI_DEVICE_SPEEDUP["ant"] * rate(one_device), rel=1e-3)
     monkeypatch.setattr(brax_family.os, "cpu_count", lambda: 1)  # forced devices on one core: no gain
     assert rate(brax_family.run_time_estimate(config)) == rate(one_device)
 
@@ -156,3 +156,20 @@ def test_render_writes_viewer_and_path_picture(twowalk_run, tmp_path, capsys):
     assert _exit_code(render.main, ["--run", str(source), "--out", str(tmp_path / "x"), "--slot", "7"]) == 2
     assert _exit_code(render.main, ["--run", str(source), "--out", str(tmp_path / "x"), "--steps", "0"]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_course_resume_command_is_one_its_parser_accepts(tmp_path):
+    """What a preempted course prints to resume it parses with the course's own parser into the
+    same job, resumed (a real course needs a trained Brax run: too slow for this tier)."""
+    import shlex
+
+    from experiments import common, course_transfer
+    parser = course_transfer.course_parser("experiments.ant_obstacles", ant_obstacles.PRESETS)
+    args = parser.parse_args(["--subs-from", str(tmp_path / "source run"), "--preset", "smoke", "--no-baseline",
+                              "--distributed", "--process-id", "1"])
+    out = tmp_path / "course out"
+    printed = shlex.split(common.command_line("experiments.ant_obstacles", course_transfer.resume_args(args, out)))
+    assert printed[:3] == ["python", "-m", "experiments.ant_obstacles"]
+    again = parser.parse_args(printed[3:])
+    assert (again.subs_from, again.out, again.resume, again.no_baseline) == (args.subs_from, out, True, True)
+    assert (again.distributed, again.process_id) == (True, 1)

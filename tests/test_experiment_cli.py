@@ -1,8 +1,14 @@
 """The moving-bandits experiment end to end (smoke preset), its run contract, loading a run back,
-and bad input: exit code 2 with a clear message before any compile or file write."""
+and bad input: exit code 2 with a clear message before any compile or file write. Every experiment
+module's command line: --help (usage text, presets), --set help, and resume commands that work."""
 
 import csv
+import dataclasses
+import importlib
 import json
+import pathlib
+import re
+import shlex
 import subprocess
 import sys
 import types
@@ -11,10 +17,11 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import common, moving_bandits
+from experiments import adapt, common, moving_bandits
 from mlsh_jax import RunLoadError, load_run
 from mlsh_jax.config import MLSHConfig
 from tests.helpers.messages import user_message
+from tests.helpers.preemption import stop_after
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +171,152 @@ def test_mlsh_and_its_baseline_as_two_jobs_then_resume_writes_the_summary(tmp_pa
     assert summary["mean_return"] == one_job["mean_return"]
     assert saved["baseline_shared"]["mean_return"] == one_job["baseline_shared"]["mean_return"]
     assert (out / "learning_curve.png").is_file()
+
+
+# ---- one command-line contract for every experiment module: --help, --set help, resume commands ----
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXPERIMENT_MODULES = sorted(f"experiments.{path.stem}" for path in (ROOT / "experiments").glob("*.py")
+                            if 'if __name__ == "__main__":' in path.read_text())
+# Runs every module's `python -m MODULE --help` in one process (one import of JAX and Brax), as
+# `python -m` runs it; prints, per module, the exit code, the help text, the docstring and the presets.
+HELP_SCRIPT = """
+import contextlib, importlib, io, json, runpy, sys
+report = {}
+for module in sys.argv[1:]:
+    out = io.StringIO()
+    sys.argv = [module, "--help"]
+    with contextlib.redirect_stdout(out):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            code = None
+        except SystemExit as stopped:
+            code = stopped.code
+    loaded = importlib.import_module(module)
+    report[module] = {"code": code, "help": out.getvalue(), "doc": loaded.__doc__,
+                      "presets": list(getattr(loaded, "PRESETS", {}))}
+print("REPORT " + json.dumps(report))
+"""
+
+
+def test_every_experiment_help_shows_its_usage_text_and_what_each_preset_means():
+    done = subprocess.run([sys.executable, "-c", HELP_SCRIPT, *EXPERIMENT_MODULES], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.split("REPORT ", 1)[1])
+    assert {"experiments.adapt", "experiments.humanoid", "experiments.moving_bandits"} <= set(report)
+    for module, entry in report.items():
+        text = entry["help"]
+        assert entry["code"] == 0, module
+        assert text.startswith(f"usage: python -m {module} "), module
+        assert entry["doc"].strip() in text, f"{module}: --help lacks the module's usage text"
+        if entry["presets"]:
+            listing = text.split("presets (--preset NAME", 1)[1]
+            for name in entry["presets"]:   # each preset on its own line, with what it means
+                line = next((l for l in listing.splitlines() if l.split()[:1] == [name]), None)
+                assert line is not None and len(line.split()) > 2, (module, name)
+
+
+def test_set_help_lists_every_field_with_type_and_preset_value_then_exits(tmp_path, capsys):
+    out = tmp_path / "never"
+    config = moving_bandits.PRESETS["smoke"]()
+
+    def leaves(obj, prefix=""):
+        for field in dataclasses.fields(obj):
+            value = getattr(obj, field.name)
+            yield from leaves(value, f"{prefix}{field.name}.") if dataclasses.is_dataclass(value) else [
+                (prefix + field.name, value)]
+
+    for flags in (["--set", "help"], ["--list-fields"]):
+        with pytest.raises(SystemExit) as stopped:
+            moving_bandits.main(["--preset", "smoke", "--out", str(out), *flags])
+        assert stopped.value.code == 0
+        rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
+        assert set(rows) == {name for name, _ in leaves(config)}
+        assert {"sub.learning_rate", "master.epochs", "credit.rule"} <= set(rows)
+        assert rows["sub.learning_rate"][:2] == ["float", "0.0003"]
+        assert rows["hidden_sizes"][-1] == "64,64" and rows["num_slots"] == ["int", "4"]
+        assert rows["num_updates"][-1] == "*"            # may change on --resume
+    assert not out.exists()
+    with pytest.raises(SystemExit) as stopped:          # the chosen preset, other --set applied
+        moving_bandits.main(["--set", "num_slots=7", "--set", "help"])
+    assert stopped.value.code == 0 and re.search(r"num_slots\s+int\s+7\n", capsys.readouterr().out)
+    with pytest.raises(SystemExit) as stopped:
+        moving_bandits.main(["--preset", "huge", "--set", "help"])
+    assert stopped.value.code == 2 and "unknown preset 'huge'" in capsys.readouterr().err
+    # adapt: the masters' settings that its --set may change, as the --run would give them
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    with pytest.raises(SystemExit) as stopped:
+        adapt.main(["--run", str(run), "--out", str(out), "--set", "help"])
+    printed = capsys.readouterr().out
+    assert stopped.value.code == 0 and "master.learning_rate" in printed and "random_master_action_prob" in printed
+    assert "sub.learning_rate" not in printed and not out.exists()
+
+
+def _printed_resume_command(stderr: str) -> list[str]:
+    lines = [line for line in stderr.splitlines() if line.startswith("to resume: ")]
+    assert len(lines) == 1, stderr
+    command = shlex.split(lines[0].removeprefix("to resume: "))
+    assert command[:2] == ["python", "-m"], command
+    return command[2:]
+
+
+def _run_command(module: str, argv: list[str]):
+    """Runs `python -m module ARGV` in this process (its compiled programs are cached); its result."""
+    return importlib.import_module(module).main(argv)
+
+
+def test_a_preempted_adaptation_prints_a_resume_command_that_finishes_it(smoke_run, tmp_path, capsys):
+    out = tmp_path / "adapt dir"           # a space: the printed command must quote it
+    argv = ["--run", str(smoke_run[0]), "--out", str(out), "--slots", "2", "--updates", "2", "--no-baseline",
+            "--no-progress"]
+    with stop_after(1), pytest.raises(SystemExit) as stopped:
+        adapt.main(argv)
+    assert stopped.value.code == 0
+    module, *resume = _printed_resume_command(capsys.readouterr().err)
+    assert module == "experiments.adapt" and "--resume" in resume
+    report = _run_command(module, resume)
+    assert len(report["curves"]["MLSH"]["mean"]) == 2 and (out / "adapt.json").is_file()
+    resumes = [json.loads(line) for line in (out / "mlsh" / "resumes.jsonl").read_text().splitlines()]
+    assert [r["from_update"] for r in resumes] == [1]
+    with pytest.raises(SystemExit) as stopped:     # a new adaptation into it is refused: it says --resume
+        adapt.main(argv)
+    assert stopped.value.code == 2 and "pass --resume" in capsys.readouterr().err
+
+
+def test_a_preempted_study_prints_a_resume_command_that_finishes_it(tmp_path, capsys):
+    from experiments import discrete_figures, moving_bandits_studies
+    out = tmp_path / "study"
+    argv = ["ablations", "--out", str(out), "--preset", "smoke", "--seeds", "1", "--updates", "2", "--slots", "2",
+            "--methods", "mlsh", "--no-progress"]
+    # Inside a command that runs it as a step, the printed command is that command's.
+    figures_argv = ["--out", str(tmp_path / "figures"), "--preset", "smoke"]
+    with stop_after(1), common.job("experiments.discrete_figures", figures_argv), pytest.raises(SystemExit):
+        moving_bandits_studies.main(argv)
+    module, *resume = _printed_resume_command(capsys.readouterr().err)
+    assert module == "experiments.discrete_figures" and discrete_figures.parse_args(resume).out == tmp_path / "figures"
+    # On its own, the study's command: run, it continues the stopped run and finishes the study.
+    with stop_after(1), pytest.raises(SystemExit) as stopped:
+        moving_bandits_studies.main(argv)
+    assert stopped.value.code == 0
+    module, *resume = _printed_resume_command(capsys.readouterr().err)
+    assert module == "experiments.moving_bandits_studies"
+    report = _run_command(module, resume)
+    assert len(report["MLSH"]["per_seed"]) == 1 and (out / "study.json").is_file()
+    run = out / "mlsh" / "s0"
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 2
+    assert json.loads((run / "resumes.jsonl").read_text().splitlines()[0])["from_update"] == 1
+
+
+def test_parsing_builds_no_preset():
+    """A preset sized to the devices starts JAX's backend, after which a process cannot join a cluster
+    (--distributed): the parser describes presets only when --help is shown."""
+    def untouchable():
+        raise AssertionError("a preset was built while parsing")
+
+    parser = common.base_parser("experiments.moving_bandits", {"auto": untouchable}, "auto")
+    assert parser.parse_args(["--distributed", "--process-id", "1"]).process_id == 1
+    assert common.cluster_flags(parser.parse_args(["--distributed", "--process-id", "1"])) == [
+        "--distributed", "--process-id", "1"]
