@@ -297,15 +297,18 @@ def test_a_preempted_study_prints_a_resume_command_that_finishes_it(tmp_path, ca
         moving_bandits_studies.main(argv)
     module, *resume = _printed_resume_command(capsys.readouterr().err)
     assert module == "experiments.discrete_figures" and discrete_figures.parse_args(resume).out == tmp_path / "figures"
-    # On its own, the study's command: run, it continues the stopped run and finishes the study.
+    # On its own (a new study directory), the study prints its own command: run, it continues the
+    # stopped run and finishes the study.
+    alone = tmp_path / "study alone"
+    argv[argv.index("--out") + 1] = str(alone)
     with stop_after(1), pytest.raises(SystemExit) as stopped:
         moving_bandits_studies.main(argv)
     assert stopped.value.code == 0
     module, *resume = _printed_resume_command(capsys.readouterr().err)
     assert module == "experiments.moving_bandits_studies"
     report = _run_command(module, resume)
-    assert len(report["MLSH"]["per_seed"]) == 1 and (out / "study.json").is_file()
-    run = out / "mlsh" / "s0"
+    assert len(report["MLSH"]["per_seed"]) == 1 and (alone / "study.json").is_file()
+    run = alone / "mlsh" / "s0"
     assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 2
     assert json.loads((run / "resumes.jsonl").read_text().splitlines()[0])["from_update"] == 1
 
