@@ -101,9 +101,9 @@ def config_preset_descriptions(module: str, presets: Mapping[str, Callable[[], M
             descriptions[name] = notes.get(name, "")
             continue
         config = build()
-        sizes = (f"{config.env}, {config.num_slots} task slots x {config.num_updates} updates = "
-                 f"{config.num_updates * config.env_steps_per_update:,} env steps")
-        descriptions[name] = f"{notes[name]}\n{sizes}" if name in notes else sizes
+        size = (f"{config.env}, {config.num_slots} task slots x {config.num_updates} updates = "
+                f"{config.num_updates * config.env_steps_per_update:,} env steps")
+        descriptions[name] = f"{notes[name]}\n{size}" if name in notes else size
     return descriptions
 
 
