@@ -159,24 +159,66 @@ def transition_matrix() -> np.ndarray:
     return matrix
 
 
+def primitive_policies() -> np.ndarray:
+    """[4, cells, 4]: one deterministic policy per action (always take that action)."""
+    return np.repeat(np.eye(len(ACTION_MOVES))[:, None, :], len(FREE_CELLS), axis=1)
+
+
+def hierarchy_returns(action_probs, goal_cells, macro_duration: int, episode_length: int = 100) -> np.ndarray:
+    """The best expected return from the start cell that a master can reach with these policies, per
+    goal cell: exact dynamic programming over the master's decisions (it sees the cell every
+    `macro_duration` steps and picks one policy for the next `macro_duration` steps, the last
+    stretch cut at the episode's end). What a perfect master would get from frozen sub-policies: the
+    ceiling of the hierarchy on each goal.
+
+    Args:
+      action_probs: [K, cells, 4] each policy's action probabilities in every free cell.
+      goal_cells: goal cell indices [G].
+      macro_duration: steps per master decision (N >= 1).
+
+    Returns:
+      [G] expected returns (reward 1 per step ending in the goal).
+    """
+    action_probs = np.asarray(action_probs, np.float64)
+    if action_probs.ndim != 3 or action_probs.shape[1:] != (len(FREE_CELLS), len(ACTION_MOVES)):
+        raise ValueError(f"action_probs must be [K, {len(FREE_CELLS)}, {len(ACTION_MOVES)}], got {action_probs.shape}")
+    if macro_duration < 1:
+        raise ValueError(f"macro_duration must be >= 1, got {macro_duration}")
+    moves = np.einsum("kca,acd->kcd", action_probs, transition_matrix())           # [K, cells, cells]
+    stretches = [macro_duration] * (episode_length // macro_duration)
+    if episode_length % macro_duration:
+        stretches.append(episode_length % macro_duration)
+    goal_cells = np.asarray(goal_cells, np.int64)
+    stretch = {length: _stretch(moves, length, goal_cells) for length in set(stretches)}
+    value = np.zeros((len(FREE_CELLS), len(goal_cells)))                          # [cells, G]
+    for length in reversed(stretches):
+        gained, reach = stretch[length]
+        value = (gained + reach @ value).max(axis=0)
+    return value[START_CELL]
+
+
+def _stretch(moves: np.ndarray, length: int, goal_cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One master decision's stretch of `length` steps under each policy: (expected reward per goal
+    [K, cells, G], where the stretch ends [K, cells, cells])."""
+    reach = np.broadcast_to(np.eye(moves.shape[1]), moves.shape)
+    gained = np.zeros(moves.shape[:2] + (len(goal_cells),))
+    for _ in range(length):
+        reach = reach @ moves
+        gained = gained + reach[:, :, goal_cells]
+    return gained, reach
+
+
 def optimal_returns(goal_cells, episode_length: int = 100) -> np.ndarray:
-    """[len(goal_cells)]: the best expected return from the start cell for each goal cell, by
-    finite-horizon value iteration over these dynamics (what a policy that knows the goal can get).
+    """[len(goal_cells)]: the best expected return from the start cell for each goal cell (what a
+    policy that knows the goal can get): `hierarchy_returns` of the four primitive actions with a
+    decision every step, i.e. finite-horizon value iteration over these dynamics.
 
     100 steps: 100 for the start cell itself (push into a wall), 94.5 for the bottom-right corner
     (11, 11); means over the held-out goals: 71.3 for the all-rooms task set (34.7 to 97.2; 45.1 under
     Sutton et al.'s textbook slip, where no policy can stay in a goal cell), 66.7 for the paper task
     set (37.3 to 97.2). A goal that touches a wall can be held (~94-98), an open one only revisited
     (~37-42)."""
-    probs = transition_matrix()
-    returns = []
-    for goal in goal_cells:
-        reward = (np.arange(len(FREE_CELLS)) == goal).astype(np.float64)
-        value = np.zeros(len(FREE_CELLS))
-        for _ in range(episode_length):
-            value = (probs @ (reward + value)).max(axis=0)
-        returns.append(value[START_CELL])
-    return np.asarray(returns)
+    return hierarchy_returns(primitive_policies(), goal_cells, 1, episode_length)
 
 
 def parse_goal_cells(text: str) -> tuple[int, ...]:

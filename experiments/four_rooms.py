@@ -28,10 +28,12 @@ import sys
 import jax
 import numpy as np
 
+from envs import four_rooms as grid
 from envs.four_rooms import ROOMS, room_of_cells
 from experiments import common
 from mlsh_jax.config import MLSHConfig, PPOConfig
 from mlsh_jax.evaluation import run_subpolicy
+from mlsh_jax.networks import ActorCritic
 
 
 def paper_settings(**changes) -> MLSHConfig:
@@ -74,9 +76,63 @@ def subpolicy_rooms(trainer, state, key, episodes: int = 100) -> dict:
     return result
 
 
+def subpolicy_action_probs(trainer, state) -> np.ndarray:
+    """[K, cells, 4]: each sub-policy's action probabilities in every free cell (the one-hot
+    observations through the run's observation statistics)."""
+    obs = trainer.subpolicy_view(trainer.normalize(state.obs_stats, jax.numpy.eye(len(grid.FREE_CELLS))))
+    logits = jax.vmap(lambda params: trainer.sub_model.apply(params, obs, method=ActorCritic.dist_params))(
+        state.subs.params)
+    return np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
+
+
+def _cell_name(cell: int) -> str:
+    row, col = grid.FREE_CELLS[cell]
+    return f"{row}:{col}"
+
+
+def hierarchy_ceiling(action_probs: np.ndarray, task_set: str, macro_duration: int, episode_length: int) -> dict:
+    """What a perfect master could get from these sub-policies on every goal of the task set
+    (`envs.four_rooms.hierarchy_returns`), next to each goal's optimum: per split the mean of both,
+    and per goal cell ("row:col") its split, ceiling and optimum."""
+    splits = grid.TASK_SETS[task_set]
+    goals = splits["all"]
+    ceiling = grid.hierarchy_returns(action_probs, goals, macro_duration, episode_length)
+    optimum = grid.optimal_returns(goals, episode_length)
+    of_goal = dict(zip(goals, zip(ceiling, optimum)))
+    report = {"macro_duration": macro_duration}
+    for split in ("train", "heldout"):
+        report[split] = {"mean_ceiling": round(float(np.mean([of_goal[g][0] for g in splits[split]])), 2),
+                         "mean_optimum": round(float(np.mean([of_goal[g][1] for g in splits[split]])), 2)}
+    report["per_goal"] = {
+        _cell_name(g): {"split": "heldout" if g in splits["heldout"] else "train",
+                        "ceiling": round(float(c), 2), "optimum": round(float(o), 2)}
+        for g, (c, o) in of_goal.items()}
+    return report
+
+
+def subpolicy_holds(action_probs: np.ndarray, episode_length: int) -> dict:
+    """Where each sub-policy, alone from the start, most likely is at the episode's end (exact, from
+    the dynamics): {"subpolicy_k": {"cell": "row:col", "probability": p}}."""
+    moves = np.einsum("kca,acd->kcd", action_probs, grid.transition_matrix())
+    result = {}
+    for k, chain in enumerate(moves):
+        final = np.linalg.matrix_power(chain, episode_length)[grid.START_CELL]
+        result[f"subpolicy_{k}"] = {"cell": _cell_name(int(final.argmax())), "probability": round(float(final.max()), 3)}
+    return result
+
+
+def hierarchy_report(trainer, state) -> dict:
+    """The summary.json analysis of a four-rooms run: rooms, held cells and the hierarchy's ceiling."""
+    config = trainer.config
+    probs = subpolicy_action_probs(trainer, state)
+    return {"subpolicy_rooms": subpolicy_rooms(trainer, state, jax.random.PRNGKey(config.seed + 1)),
+            "subpolicy_holds": subpolicy_holds(probs, config.episode_length),
+            "hierarchy_ceiling": hierarchy_ceiling(probs, trainer.env.task_set, config.macro_duration,
+                                                   config.episode_length)}
+
+
 def analyse(result, out) -> dict:
-    state = common.shared_part_on_host(result.state)
-    return {"subpolicy_rooms": subpolicy_rooms(result.trainer, state, jax.random.PRNGKey(result.trainer.config.seed + 1))}
+    return hierarchy_report(result.trainer, common.shared_part_on_host(result.state))
 
 
 def main(argv=None) -> dict:

@@ -32,7 +32,53 @@ def test_smoke_run_writes_the_contract_and_a_behaviour_summary(module, tmp_path)
         assert len(rooms) == config.num_subpolicies == 4
         for fractions in rooms.values():
             assert list(fractions) == list(ROOMS) and sum(fractions.values()) == pytest.approx(1.0, abs=1e-3)
+        _check_ceiling(saved, out, config)
     assert summary["mean_return"] == saved["mean_return"]
+
+
+def _check_ceiling(saved: dict, run: pathlib.Path, config) -> None:
+    """summary.json's hierarchy ceiling, and `four_rooms_ceiling` on the same run with N = 1 and N = 25."""
+    from experiments import four_rooms_ceiling
+    ceiling = saved["hierarchy_ceiling"]
+    assert ceiling["macro_duration"] == config.macro_duration and len(ceiling["per_goal"]) == 21
+    assert sorted(cell for cell, row in ceiling["per_goal"].items() if row["split"] == "heldout") == [
+        "10:8", "11:11", "8:7", "9:9"]
+    assert ceiling["heldout"]["mean_optimum"] == pytest.approx(66.73, abs=0.01)
+    for row in ceiling["per_goal"].values():
+        assert 0 <= row["ceiling"] <= row["optimum"] + 1e-6
+    assert len(saved["subpolicy_holds"]) == 4
+    report = four_rooms_ceiling.main(["--run", str(run), "--out", str(run / "ceiling.json")])
+    assert report["hierarchy_ceiling"] == ceiling
+    assert json.loads((run / "ceiling.json").read_text())["hierarchy_ceiling"] == ceiling
+    every_step = four_rooms_ceiling.main(["--run", str(run), "--macro-duration", "1"])["hierarchy_ceiling"]
+    for cell, row in every_step["per_goal"].items():     # a master deciding every step can only gain
+        assert row["ceiling"] >= ceiling["per_goal"][cell]["ceiling"] - 0.02
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--macro-duration", "0"], "--macro-duration must be in 1..100"),
+    (["--macro-duration", "101"], "--macro-duration must be in 1..100"),
+    (["--out", "{run}/config.json"], "already exists"),
+    (["--out", "{run}/missing/c.json"], "does not exist"),
+])
+def test_ceiling_refuses_bad_input_before_loading(tmp_path, capsys, flags, message):
+    from experiments import four_rooms_ceiling
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(four_rooms.PRESETS["smoke"]().to_dict()))
+    with pytest.raises(SystemExit) as exit_info:
+        four_rooms_ceiling.main(["--run", str(run)] + [f.format(run=run) for f in flags])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_ceiling_refuses_a_run_of_another_env(tmp_path, capsys):
+    from experiments import four_rooms_ceiling
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(key_door.PRESETS["smoke"]().to_dict()))
+    with pytest.raises(SystemExit) as exit_info:
+        four_rooms_ceiling.main(["--run", str(run)])
+    assert exit_info.value.code == 2 and "is a key_door run" in capsys.readouterr().err
 
 
 def test_paper_settings_are_the_papers():

@@ -233,3 +233,44 @@ def test_four_rooms_optimal_returns_by_value_iteration():
     assert heldout.mean() == pytest.approx(71.3, abs=0.05)
     assert FourRooms(split="heldout").optimal_mean_return() == pytest.approx(heldout.mean())
     assert FourRoomsPaper(split="heldout").optimal_mean_return() == pytest.approx(66.7, abs=0.05)
+
+
+def _always(*actions) -> np.ndarray:
+    """[len(actions), cells, 4]: policies that always take one action (0 up, 1 down, 2 left, 3 right)."""
+    return four_rooms.primitive_policies()[list(actions)]
+
+
+def test_hierarchy_returns_on_hand_computed_cases():
+    ceiling = four_rooms.hierarchy_returns
+    start, above = four_rooms.START_CELL, _cell(6, 9)
+    # "Always left" from the start pushes into the wall: stays for good, whatever N.
+    for n in (1, 7, 100):
+        assert ceiling(_always(2), [start, above], n)[0] == pytest.approx(100)
+        assert ceiling(_always(2), [start, above], n)[1] == pytest.approx(0)
+    # Two steps, goal above the start, only "up": enter it (2/3); from it, "up" slips back with
+    # 1/3 x 1/4; a first-step slip back to the start (1/12) enters it with 2/3. 2/3 + 2/18 = 7/9.
+    assert ceiling(_always(0), [above], 2, episode_length=2)[0] == pytest.approx(7 / 9)
+    # With "left" too and a decision every step: from the goal, "left" enters (6, 8), whose three
+    # free neighbours take it back with 1/9; a first-step slip to (6, 10) (1/12) re-enters the goal
+    # by "left" (2/3), one back to the start by "up". 2/3 + 2/3 x 1/9 + 2 x 1/12 x 2/3 = 23/27.
+    assert ceiling(_always(0, 2), [above], 1, episode_length=2)[0] == pytest.approx(23 / 27)
+    # One decision for both steps: "up" twice is the best it has.
+    assert ceiling(_always(0, 2), [above], 2, episode_length=2)[0] == pytest.approx(7 / 9)
+
+
+def test_hierarchy_returns_bounds_and_errors():
+    goals = four_rooms.PAPER_GOAL_CELLS
+    optimum = four_rooms.optimal_returns(goals)
+    primitives = four_rooms.primitive_policies()
+    # Longer stretches (also one that does not divide the episode) can only lose; a stochastic
+    # policy added to the primitives changes nothing at N = 1.
+    coarse = [four_rooms.hierarchy_returns(primitives, goals, n) for n in (3, 25)]
+    assert np.all(coarse[0] <= optimum + 1e-9) and np.all(coarse[1] <= coarse[0] + 1e-9)
+    assert coarse[1].mean() < 0.5 * optimum.mean()
+    uniform = np.full((1, len(four_rooms.FREE_CELLS), 4), 0.25)
+    with_uniform = four_rooms.hierarchy_returns(np.concatenate([primitives, uniform]), goals, 1)
+    np.testing.assert_allclose(with_uniform, optimum)
+    with pytest.raises(ValueError, match="action_probs must be"):
+        four_rooms.hierarchy_returns(np.ones((2, 5, 4)) / 4, goals, 1)
+    with pytest.raises(ValueError, match="macro_duration must be >= 1"):
+        four_rooms.hierarchy_returns(primitives, goals, 0)
