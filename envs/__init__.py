@@ -19,6 +19,7 @@ ENV_REGISTRY = {
     "key_door": "envs.key_door:KeyDoor",
     "four_rooms": "envs.four_rooms:FourRooms",
     "four_rooms_paper": "envs.four_rooms:FourRoomsPaper",     # the paper task set (bottom-right room)
+    "four_rooms_original": "envs.four_rooms:FourRoomsOriginal",   # the original code's four goals
     "ant_twowalk": "envs.ant_twowalk:AntTwoWalk",
     "ant_maze": "envs.ant_maze:AntMaze",
     "ant_obstacles": "envs.ant_obstacles:AntObstacleCourse",

@@ -20,6 +20,10 @@ measure adaptation on unseen tasks) and "all":
     room and its doorway (`PAPER_GOALS_RC`, the cells the original code's goals came from), the
     original's four checked-in goals held out (`PAPER_HELDOUT_GOALS_RC`, among them its fixed goal
     (11, 11), the bottom-right corner).
+  - "original" (env "four_rooms_original", `FourRoomsOriginal`): the task distribution the original
+    code trained on, its four checked-in goals (8,7), (9,9), (10,8), (11,11); nothing held out (its
+    "unseen" goal (11, 11) was one of them): adaptation draws the same goals for fresh masters
+    (`adapt --split train`), as the paper's figure did.
 Cells are numbered 0..103 in row-major order over the free cells (`free_cells()` gives their (row,
 col)); `parse_goal_cells` reads them as indices or row:col pairs.
 """
@@ -86,7 +90,10 @@ def _splits(cells: tuple[int, ...], heldout: tuple[int, ...]) -> dict[str, tuple
 TASK_SETS = {
     "all_rooms": _splits(tuple(range(len(FREE_CELLS))), HELDOUT_GOAL_CELLS),
     "paper": _splits(PAPER_GOAL_CELLS, PAPER_HELDOUT_GOAL_CELLS),
+    "original": _splits(PAPER_HELDOUT_GOAL_CELLS, ()),
 }
+# task set -> the env that draws it.
+ENV_OF_TASK_SET = {"all_rooms": "four_rooms", "paper": "four_rooms_paper", "original": "four_rooms_original"}
 SPLITS = TASK_SETS["all_rooms"]
 
 
@@ -262,14 +269,14 @@ class FourRoomsTask:
 class FourRooms(TaskEnv):
     """The four-rooms task distribution: one task per goal cell of the chosen task set and split.
 
-    Registered as "four_rooms" (the all-rooms task set) and, through `FourRoomsPaper`, as
-    "four_rooms_paper".
+    Registered as "four_rooms" (the all-rooms task set) and, through its subclasses, as
+    "four_rooms_paper" and "four_rooms_original" (`ENV_OF_TASK_SET`).
 
     Args:
       episode_length: steps per episode (100 in the paper).
       split: which goal cells of the task set `sample_task` draws: "train", "heldout" or "all".
       goal_cells: an explicit tuple of goal cell indices instead of a split.
-      task_set: "all_rooms" or "paper" (`TASK_SETS`); default the class's `task_set`.
+      task_set: "all_rooms", "paper" or "original" (`TASK_SETS`); default the class's `task_set`.
     """
 
     name = "four_rooms"
@@ -324,3 +331,11 @@ class FourRoomsPaper(FourRooms):
 
     name = "four_rooms_paper"
     task_set = "paper"
+
+
+class FourRoomsOriginal(FourRooms):
+    """Four rooms with the original code's task set: its four goals, nothing held out (see the
+    module docstring)."""
+
+    name = "four_rooms_original"
+    task_set = "original"

@@ -94,7 +94,7 @@ def unseen_task_env(source: MLSHConfig, split: str | None, goal_cells: str | Non
     kwargs = {"episode_length": source.episode_length}
     if goal_cells is not None:
         if "goal_cells" not in accepts:
-            raise common.UsageError(f"--goal-cells: {source.env} has no goal cells (four_rooms and four_rooms_paper have)")
+            raise common.UsageError(f"--goal-cells: {source.env} has no goal cells (the four_rooms envs have)")
         try:
             kwargs["goal_cells"] = cls.parse_goal_cells(goal_cells)
         except ValueError as error:

@@ -5,19 +5,24 @@ shared-policy baseline. Adaptation to the held-out goals: `python -m experiments
     python -m experiments.four_rooms                       # preset `fast`: paper task set, 50 task slots
     python -m experiments.four_rooms --preset paper        # paper task set, the paper's 10 task slots
     python -m experiments.four_rooms --preset all_rooms    # all-rooms task set, 50 task slots
+    python -m experiments.four_rooms --preset original     # the original code's four goals, 50 task slots
     python -m experiments.four_rooms --preset smoke        # seconds, for tests (paper task set)
 
 Task sets (`envs.four_rooms.TASK_SETS`; the config's env names one): `paper` (env
 "four_rooms_paper", the task set of the paper's figure): goals in the 21 cells of the bottom-right
 room and its doorway, the original code's four goals (8,7), (9,9), (10,8), (11,11) held out;
 `all_rooms` (env "four_rooms", also every run made before the paper task set existed): goals in all
-104 free cells, 16 held out (four per room). `--set env=four_rooms` / `--set env=four_rooms_paper`
-switches a preset's task set.
+104 free cells, 16 held out (four per room); `original` (env "four_rooms_original"): the original
+code's four goals, nothing held out (its "unseen" goal (11, 11) was one of them; adapt with `--split
+train`, fresh masters on the same goals). `--set env=NAME` switches a preset's task set.
 
 Paper settings: 100-step episodes, N=25, K=4, W=20, U=30 (D=2000 steps per slot per update, here 20
 env copies x 100 steps). Writes the run contract into --out, the baseline into
 --out/baseline_shared, and in summary.json `subpolicy_rooms`: where each sub-policy, run alone from
-the start, ends (fraction of episodes per room).
+the start, ends (fraction of episodes per room); `subpolicy_holds`: the cell where each most likely
+ends; `hierarchy_ceiling`: per goal, the best return a perfect master could get from the learned
+sub-policies, next to the optimum (`python -m experiments.four_rooms_ceiling --run RUN` computes it
+for any four-rooms run, also for another N).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ PRESET_NOTES = {
     "paper": "the paper's settings (its 10 task slots), paper task set (the paper's figure)",
     "fast": "many task slots with the paper's per-slot settings, paper task set",
     "all_rooms": "`fast` on the all-rooms task set (goals in every room; 16 held out)",
+    "original": "`fast` on the original code's four goals, nothing held out (adapt with --split train)",
 }
 PRESETS = {
     "paper": paper_settings,
@@ -56,6 +62,8 @@ PRESETS = {
     "fast": lambda: paper_settings(num_slots=50, num_updates=200),
     # The same on the all-rooms task set (goals in every room).
     "all_rooms": lambda: paper_settings(env="four_rooms", num_slots=50, num_updates=200),
+    # The same on the original code's four goals (what its figure trained and adapted on).
+    "original": lambda: paper_settings(env="four_rooms_original", num_slots=50, num_updates=200),
     "smoke": lambda: paper_settings(
         num_slots=4, steps_per_slot=200, envs_per_slot=2, warmup_updates=1, joint_updates=1, num_updates=3,
         checkpoint_every=2, sub=PPOConfig(learning_rate=3e-4, num_minibatches=4, epochs=2),
@@ -92,8 +100,8 @@ def _cell_name(cell: int) -> str:
 
 def hierarchy_ceiling(action_probs: np.ndarray, task_set: str, macro_duration: int, episode_length: int) -> dict:
     """What a perfect master could get from these sub-policies on every goal of the task set
-    (`envs.four_rooms.hierarchy_returns`), next to each goal's optimum: per split the mean of both,
-    and per goal cell ("row:col") its split, ceiling and optimum."""
+    (`envs.four_rooms.hierarchy_returns`), next to each goal's optimum: per split that has goals the
+    mean of both, and per goal cell ("row:col") its split, ceiling and optimum."""
     splits = grid.TASK_SETS[task_set]
     goals = splits["all"]
     ceiling = grid.hierarchy_returns(action_probs, goals, macro_duration, episode_length)
@@ -101,6 +109,8 @@ def hierarchy_ceiling(action_probs: np.ndarray, task_set: str, macro_duration: i
     of_goal = dict(zip(goals, zip(ceiling, optimum)))
     report = {"macro_duration": macro_duration}
     for split in ("train", "heldout"):
+        if not splits[split]:
+            continue
         report[split] = {"mean_ceiling": round(float(np.mean([of_goal[g][0] for g in splits[split]])), 2),
                          "mean_optimum": round(float(np.mean([of_goal[g][1] for g in splits[split]])), 2)}
     report["per_goal"] = {

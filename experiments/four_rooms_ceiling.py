@@ -20,11 +20,12 @@ import json
 import pathlib
 import sys
 
+from envs.four_rooms import ENV_OF_TASK_SET
 from experiments import four_rooms
 from experiments.common import exit_with_usage_error
 from mlsh_jax.files import write_json
 
-FOUR_ROOMS_ENVS = ("four_rooms", "four_rooms_paper")
+FOUR_ROOMS_ENVS = tuple(ENV_OF_TASK_SET.values())
 
 
 def parse_args(argv):
@@ -41,7 +42,7 @@ def check_inputs(args, config) -> int:
     """The macro duration to use; exits 2 on a run or flag it cannot analyse."""
     if config.env not in FOUR_ROOMS_ENVS:
         exit_with_usage_error(f"{args.run} is a {config.env} run; the ceiling is computed for "
-                              f"{' and '.join(FOUR_ROOMS_ENVS)} runs")
+                              f"{', '.join(FOUR_ROOMS_ENVS)} runs")
     duration = config.macro_duration if args.macro_duration is None else args.macro_duration
     if not 1 <= duration <= config.episode_length:
         exit_with_usage_error(f"--macro-duration must be in 1..{config.episode_length} (the episode length), "
@@ -60,7 +61,9 @@ def format_report(report: dict) -> str:
     for cell, row in report["hierarchy_ceiling"]["per_goal"].items():
         lines.append(f"{cell:>6} {row['split']:>8} {row['ceiling']:8.1f} {row['optimum']:8.1f}")
     for split in ("train", "heldout"):
-        means = report["hierarchy_ceiling"][split]
+        means = report["hierarchy_ceiling"].get(split)
+        if means is None:
+            continue
         lines.append(f"{split:>6} mean ceiling {means['mean_ceiling']:.1f} of optimum {means['mean_optimum']:.1f}")
     for name, hold in report["subpolicy_holds"].items():
         lines.append(f"{name} ends in {hold['cell']} with probability {hold['probability']:.2f}")

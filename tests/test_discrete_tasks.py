@@ -163,7 +163,7 @@ def test_four_rooms_reward_while_in_the_goal_cell():
 def test_four_rooms_task_sets():
     room = four_rooms.room_of_cells()
     bottom_right = four_rooms.ROOMS.index("bottom right")
-    sizes = {"all_rooms": (104, 88, 16), "paper": (21, 17, 4)}
+    sizes = {"all_rooms": (104, 88, 16), "paper": (21, 17, 4), "original": (4, 4, 0)}
     for name, splits in four_rooms.TASK_SETS.items():
         train, heldout, every = set(splits["train"]), set(splits["heldout"]), set(splits["all"])
         assert (len(every), len(train), len(heldout)) == sizes[name]
@@ -182,6 +182,12 @@ def test_four_rooms_task_sets():
     env = make_env("four_rooms_paper", split="heldout")
     goals = jax.vmap(lambda k: env.sample_task(k).goal)(jax.random.split(jax.random.PRNGKey(0), 500))
     assert set(np.asarray(goals).tolist()) == set(paper["heldout"])
+    # The original code's goals: its state indices [68, 80, 90, 103], all for training.
+    assert make_env("four_rooms_original").goal_cells == (68, 80, 90, 103) == paper["heldout"]
+    with pytest.raises(ValueError, match="original task set's 'heldout' split has no goal cells; use one of train"):
+        make_env("four_rooms_original", split="heldout")
+    for task_set, name in four_rooms.ENV_OF_TASK_SET.items():
+        assert make_env(name).task_set == task_set
 
 
 def test_four_rooms_bad_task_sets_splits_and_goals(monkeypatch):
@@ -208,7 +214,7 @@ def test_four_rooms_unknown_task_set_name_is_refused_before_compiling(tmp_path, 
     with pytest.raises(SystemExit) as exit_info:
         experiment.main(["--preset", "smoke", "--set", "env=four_rooms_papers", "--out", str(out)])
     assert exit_info.value.code == 2
-    assert "four_rooms, four_rooms_paper" in capsys.readouterr().err
+    assert "four_rooms, four_rooms_original, four_rooms_paper" in capsys.readouterr().err
     assert not out.exists()
 
 
