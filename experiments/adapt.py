@@ -39,7 +39,7 @@ import jax
 import numpy as np
 
 from envs import env_class
-from experiments import common, plots
+from experiments import common, plots, usage
 from mlsh_jax.config import MLSHConfig, config_differences
 from mlsh_jax.files import write_json
 from mlsh_jax.loading import RunLoadError, load_config
@@ -57,7 +57,7 @@ PAPER_LEVELS = {
 
 
 def parse_args(argv):
-    parser = common.usage_parser(MODULE)
+    parser = usage.usage_parser(MODULE)
     parser.add_argument("--run", type=pathlib.Path, required=True, action="append",
                         help="finished MLSH run whose sub-policies to use; repeat for several runs (e.g. seeds): "
                              "each adapts into OUT/<run name>, adapt.json has the mean and spread over runs")
@@ -256,7 +256,7 @@ def print_master_fields(args) -> None:
     --run would use them."""
     config = adapt_settings(source_config(args.run[0]), args.slots, args.updates, args.seed,
                             [o for o in args.overrides if o != "help"])
-    print(common.describe_fields(config, f"the fresh masters' settings for --run {args.run[0]}", only=MASTER_SETTINGS))
+    print(usage.describe_fields(config, f"the fresh masters' settings for --run {args.run[0]}", only=MASTER_SETTINGS))
 
 
 def main(argv=None) -> dict:

@@ -25,7 +25,7 @@ PRESETS = {
     "paper": lambda: course_transfer.course_settings("ant_obstacles", 2000, num_slots=10, num_updates=500),
     "smoke": lambda: course_transfer.smoke_course_settings("ant_obstacles"),
 }
-# What `auto` means here, for --help (the other presets: `experiments.common.PRESET_NOTES`).
+# What `auto` means here, for --help (the other presets: `experiments.usage.PRESET_NOTES`).
 PRESET_NOTES = course_transfer.PRESET_NOTES
 
 

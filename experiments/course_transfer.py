@@ -61,7 +61,7 @@ class Baseline:
     from_shared_policy: bool = False
 
 
-# What the courses' `auto` preset means, for --help (their other presets: `common.PRESET_NOTES`).
+# What the courses' `auto` preset means, for --help (their other presets: `usage.PRESET_NOTES`).
 PRESET_NOTES = {"auto": "8 task slots (masters) on any device"}
 
 SINGLE_POLICY = Baseline("single policy from scratch", "flat_ppo")

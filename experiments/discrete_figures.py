@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from experiments import adapt, common, four_rooms, moving_bandits_studies
+from experiments import adapt, common, four_rooms, moving_bandits_studies, usage
 from experiments.moving_bandits_studies import slug
 from mlsh_jax.files import write_json
 
@@ -73,7 +73,7 @@ def preset_description(name: str) -> str:
 
 
 def parse_args(argv):
-    parser = common.usage_parser(MODULE, lambda: common.describe_presets(
+    parser = usage.usage_parser(MODULE, lambda: usage.describe_presets(
         {name: preset_description(name) for name in PRESETS}, "fast"))
     parser.add_argument("--out", type=pathlib.Path, required=True, help="directory for every run and figure")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant and per run (default 3)")

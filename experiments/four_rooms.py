@@ -49,7 +49,7 @@ def paper_settings(**changes) -> MLSHConfig:
     return dataclasses.replace(config, **changes)
 
 
-# --help: what each preset means (its task set; common.PRESET_NOTES for the rest).
+# --help: what each preset means (its task set; usage.PRESET_NOTES for the rest).
 PRESET_NOTES = {
     "paper": "the paper's settings (its 10 task slots), paper task set (the paper's figure)",
     "fast": "many task slots with the paper's per-slot settings, paper task set",

@@ -16,7 +16,6 @@ A four-rooms run's summary.json holds the same figures for its own N (`hierarchy
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 

@@ -26,7 +26,7 @@ PRESETS = {
                                                      reward_scale=0.1),
     "smoke": lambda: course_transfer.smoke_course_settings("humanoid_course", reward_scale=0.1),
 }
-# What `auto` means here, for --help (the other presets: `experiments.common.PRESET_NOTES`).
+# What `auto` means here, for --help (the other presets: `experiments.usage.PRESET_NOTES`).
 PRESET_NOTES = course_transfer.PRESET_NOTES
 
 

@@ -34,7 +34,7 @@ import sys
 import jax
 import numpy as np
 
-from experiments import common, plots
+from experiments import common, plots, usage
 from experiments.moving_bandits import PRESETS, subpolicy_goal_fractions
 from mlsh_jax.config import PAPER_CREDIT, CreditConfig
 from mlsh_jax.files import write_json
@@ -170,8 +170,8 @@ def _summarise_separation(report: dict) -> None:
 
 
 def parse_args(argv):
-    presets = common.config_preset_descriptions("experiments.moving_bandits", PRESETS, sizes=False)  # --slots, --updates
-    parser = common.usage_parser(MODULE, lambda: common.describe_presets(
+    presets = usage.config_preset_descriptions("experiments.moving_bandits", PRESETS, sizes=False)  # --slots, --updates
+    parser = usage.usage_parser(MODULE, lambda: usage.describe_presets(
         presets, "fast", heading="presets (--preset NAME: the moving-bandits presets the variants start from)"))
     parser.add_argument("study", choices=sorted(STUDIES))
     parser.add_argument("--out", type=pathlib.Path, required=True,
