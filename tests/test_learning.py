@@ -47,4 +47,5 @@ def test_subpolicies_separate_on_at_least_four_of_five_seeds():
         state, post_warmup = train_fast_preset(trainer, seed)
         behaviour = subpolicy_goal_fractions(trainer, state, jax.random.PRNGKey(seed + 1))
         outcomes[seed] = (behaviour["separated"], round(float(np.mean(post_warmup[-5:])), 1))
+    print(f"seed: (separated, post-warmup return over the last 5 updates): {outcomes}")
     assert sum(separated for separated, _ in outcomes.values()) >= 4, outcomes
