@@ -1,8 +1,9 @@
 """Pure loss functions: GAE with bootstrap at time limits, and the one PPO loss that serves the
-master and the sub-policies alike (masked by per-sample weights)."""
+master and the sub-policies alike (per-sample weights; for a stack of learners, a group per sample)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -62,6 +63,8 @@ class PPOBatch:
       values: value prediction when the sample was collected [...].
       advantages: GAE advantages [...].
       returns: value targets [...].
+      group: which learner of a stack each sample trains, int32 [...] (the active sub-policy), or
+        None for a single learner.
     """
 
     obs: jax.Array
@@ -70,10 +73,16 @@ class PPOBatch:
     values: jax.Array
     advantages: jax.Array
     returns: jax.Array
+    group: jax.Array | None = None
 
 
-def _weighted_mean(x: jax.Array, weights: jax.Array) -> jax.Array:
-    return jnp.sum(x * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+def _weighted_mean(x: jax.Array, weights: jax.Array, group: jax.Array | None, num_groups: int) -> jax.Array:
+    """Weighted mean of `x` [...] (a scalar), or one per group [num_groups] when `group` [...] is given."""
+    if group is None:
+        return jnp.sum(x * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+    terms = jnp.stack([x * weights, weights], axis=-1).reshape(-1, 2)
+    sums = jax.ops.segment_sum(terms, group.reshape(-1), num_groups)                # [num_groups, 2]
+    return sums[:, 0] / jnp.maximum(sums[:, 1], 1.0)
 
 
 def ppo_loss(
@@ -87,43 +96,53 @@ def ppo_loss(
     value_clip: float,
     entropy_coef: float,
     value_coef: float,
+    num_groups: int = 1,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped PPO loss with a clipped value loss, averaged over samples with `weights` [...].
 
-    A sample of weight 0 contributes nothing (a sub-policy is trained only on the steps where it was
-    active); advantages are normalised over the weighted samples. `apply_fn(params, obs)` returns
-    `(distribution parameters, values)` for `distribution` (categorical or Gaussian).
+    A sample of weight 0 contributes nothing; advantages are normalised over the weighted samples.
+    `apply_fn(params, obs)` returns `(distribution parameters, values)` for `distribution`
+    (categorical or Gaussian) for every sample.
+
+    A stack of learners (the sub-policies): when `batch.group` is set, the samples of each group
+    form their own loss (weighted means and advantage normalisation over that group's samples
+    only, as if each learner had its own batch), the returned loss is the sum over the
+    `num_groups` groups and every metric has shape [num_groups]. `apply_fn` then evaluates each
+    sample with its own group's parameters (`networks.apply_by_group`).
 
     Returns:
-      (scalar loss, metrics dict of scalars: loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction).
+      (scalar loss, metrics dict: loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction;
+      scalars, or [num_groups]).
     """
     weights = weights.astype(jnp.float32)
+    mean = functools.partial(_weighted_mean, weights=weights, group=batch.group, num_groups=num_groups)
+    per_sample = (lambda g: g) if batch.group is None else (lambda g: g[batch.group])
     dist_params, values = apply_fn(params, batch.obs)
     new_log_probs = distribution.log_prob(dist_params, batch.actions)
 
-    adv_mean = _weighted_mean(batch.advantages, weights)
-    adv_std = jnp.sqrt(_weighted_mean(jnp.square(batch.advantages - adv_mean), weights))
-    advantages = (batch.advantages - adv_mean) / (adv_std + 1e-8)
+    adv_mean = mean(batch.advantages)
+    adv_std = jnp.sqrt(mean(jnp.square(batch.advantages - per_sample(adv_mean))))
+    advantages = (batch.advantages - per_sample(adv_mean)) / (per_sample(adv_std) + 1e-8)
 
     log_ratio = new_log_probs - batch.log_probs
     ratio = jnp.exp(log_ratio)
     surrogate = jnp.minimum(ratio * advantages, jnp.clip(ratio, 1 - clip_eps, 1 + clip_eps) * advantages)
-    policy_loss = -_weighted_mean(surrogate, weights)
+    policy_loss = -mean(surrogate)
 
     value_error = jnp.square(values - batch.returns)
     if value_clip > 0:
         clipped_values = batch.values + jnp.clip(values - batch.values, -value_clip, value_clip)
         value_error = jnp.maximum(value_error, jnp.square(clipped_values - batch.returns))
-    value_loss = 0.5 * _weighted_mean(value_error, weights)
+    value_loss = 0.5 * mean(value_error)
 
-    mean_entropy = _weighted_mean(distribution.entropy(dist_params), weights)
+    mean_entropy = mean(distribution.entropy(dist_params))
     loss = policy_loss + value_coef * value_loss - entropy_coef * mean_entropy
     metrics = {
         "loss": loss,
         "policy_loss": policy_loss,
         "value_loss": value_loss,
         "entropy": mean_entropy,
-        "approx_kl": _weighted_mean((ratio - 1) - log_ratio, weights),
-        "clip_fraction": _weighted_mean((jnp.abs(ratio - 1) > clip_eps).astype(jnp.float32), weights),
+        "approx_kl": mean((ratio - 1) - log_ratio),
+        "clip_fraction": mean((jnp.abs(ratio - 1) > clip_eps).astype(jnp.float32)),
     }
-    return loss, metrics
+    return jnp.sum(loss), metrics

@@ -11,7 +11,7 @@ MuJoCo setting). Everything else (PPO loss, rollout, evaluation) goes through th
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -173,3 +173,47 @@ class ActorCritic(nn.Module):
     def state_value(self, obs: jax.Array) -> jax.Array:
         """State value [...] alone (no policy network evaluated)."""
         return self.value(obs)[..., 0]
+
+
+def _chunk_size(num_samples: int, num_groups: int) -> int:
+    """Rows per chunk of `apply_by_group`: about 1/8 of a group's fair share, a multiple of 8, so the
+    padding (at most one chunk per group) stays near 1/8 of the samples."""
+    size = -(-num_samples // (8 * num_groups))
+    return max(8, -(-size // 8) * 8)
+
+
+def apply_by_group(fn: Callable, stacked_params, inputs: jax.Array, groups: jax.Array, num_groups: int):
+    """`outputs[i] = fn(params_k, inputs[i])` with `k = groups[i]`, each sample evaluated by one network.
+
+    Evaluating every network of a stack on every sample and keeping the right one costs K times one
+    network's work; here the samples are placed into fixed-size chunks, each chunk holding samples of
+    one group only (a group's last chunk padded), and each chunk is evaluated with its own group's
+    parameters (a batched matrix product over chunks). The padding adds at most one chunk per group
+    (~1/8 of the samples), the shapes are static, and gradients flow to each sample's own network.
+
+    Args:
+      fn: `(params, x [n, ...]) -> pytree of [n, ...]`, e.g. `model.apply` (any batched function).
+      stacked_params: parameters with a leading axis [K].
+      inputs: [n, ...].
+      groups: int [n], values in [0, num_groups).
+      num_groups: K (static).
+
+    Returns:
+      `fn`'s output pytree with leading axis [n], in the order of `inputs`.
+    """
+    if num_groups == 1:
+        return fn(jax.tree.map(lambda p: p[0], stacked_params), inputs)
+    num_samples = inputs.shape[0]
+    chunk = _chunk_size(num_samples, num_groups)
+    num_chunks = -(-num_samples // chunk) + num_groups       # enough for any split of the samples
+    member = jax.nn.one_hot(groups, num_groups, dtype=jnp.int32)                      # [n, K]
+    rank_in_group = jnp.take_along_axis(jnp.cumsum(member, axis=0), groups[:, None], axis=1)[:, 0] - 1
+    chunks_of_group = -(-jnp.sum(member, axis=0) // chunk)                             # [K]
+    chunk_end = jnp.cumsum(chunks_of_group)
+    first_row = (chunk_end - chunks_of_group) * chunk                                   # [K]
+    row = first_row[groups] + rank_in_group                                             # [n]
+    chunk_group = jnp.minimum(jnp.searchsorted(chunk_end, jnp.arange(num_chunks), side="right"), num_groups - 1)
+    rows = jnp.zeros((num_chunks * chunk,) + inputs.shape[1:], inputs.dtype).at[row].set(inputs)
+    chunk_params = jax.tree.map(lambda p: p[chunk_group], stacked_params)
+    outputs = jax.vmap(fn)(chunk_params, rows.reshape((num_chunks, chunk) + inputs.shape[1:]))
+    return jax.tree.map(lambda y: y.reshape((num_chunks * chunk,) + y.shape[2:])[row], outputs)

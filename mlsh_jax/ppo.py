@@ -29,6 +29,13 @@ def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
     return adam
 
 
+def random_order(key: jax.Array, num_samples: int) -> jax.Array:
+    """A random permutation of `num_samples` indices [num_samples]: the indices sorted by random 32-bit
+    keys, one sort (`jax.random.permutation` sorts in several rounds to break ties exactly; the rare
+    tie here only keeps two samples in index order). On a 2-core CPU: ~16 vs ~35 ms for 60k samples."""
+    return jax.lax.sort_key_val(jax.random.bits(key, (num_samples,)), jnp.arange(num_samples))[1]
+
+
 LossFn = Callable[[Any, PPOBatch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 
 
@@ -71,7 +78,7 @@ def ppo_update(
         return Learner(optax.apply_updates(learner.params, updates), opt_state), metrics
 
     def epoch(learner, epoch_key):
-        order = jax.random.permutation(epoch_key, num_samples)[: num_minibatches * minibatch_size]
+        order = random_order(epoch_key, num_samples)[: num_minibatches * minibatch_size]
         shuffle = lambda x: x[order].reshape((num_minibatches, minibatch_size) + x.shape[1:])
         minibatches = (jax.tree.map(shuffle, batch), shuffle(weights))
         if minibatch_sharding is not None:

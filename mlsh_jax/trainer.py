@@ -30,7 +30,7 @@ from mlsh_jax.credit import slot_weights
 from mlsh_jax.distributed import (check_slots_divide, replicated, sample_sharded, slot_mesh, state_shardings,
                                   with_shardings)
 from mlsh_jax.losses import PPOBatch, compute_gae, ppo_loss
-from mlsh_jax.networks import ActorCritic, ExploringCategorical, action_distribution
+from mlsh_jax.networks import ActorCritic, ExploringCategorical, action_distribution, apply_by_group
 from mlsh_jax.ppo import Learner, make_optimizer, ppo_update
 from mlsh_jax.rollout import SlotEnvs, Transition, reset_slot_envs, slot_rollout
 
@@ -299,44 +299,47 @@ class Trainer:
             functools.partial(compute_gae, discount=cfg.sub.discount, gae_lambda=cfg.sub.gae_lambda)
         )(cfg.reward_scale * steps.reward, values, next_values, steps.terminated, steps.truncated)
         batch = PPOBatch(obs=obs, actions=steps.action, log_probs=steps.log_prob, values=values,
-                         advantages=advantages, returns=returns)
+                         advantages=advantages, returns=returns, group=sub_index)
         credit = slot_weights(cfg.credit, cfg.reward_scale * steps.reward, sub_index, valid, update,
                               cfg.num_subpolicies)                                    # [C, K]
-        weights = jax.nn.one_hot(sub_index, cfg.num_subpolicies) * credit[:, None, None, :]
+        weights = jnp.take_along_axis(credit[:, None, None, :], sub_index[..., None], axis=-1)[..., 0]  # [C, T, E]
         batch, weights = _flatten_samples((batch, weights), num_axes=3)
         # Data-parallel over the devices of each process (a hint to the partitioner).
         batch, weights = jax.lax.with_sharding_constraint((batch, weights), sample_sharded(self.mesh))
 
-        single_loss = self._loss_fn(self.sub_model, cfg.sub)
-
-        def stacked_loss(params, minibatch, minibatch_weights):
-            losses, metrics = jax.vmap(single_loss, in_axes=(0, None, 1))(params, minibatch, minibatch_weights)
-            return jnp.sum(losses), metrics
-
         updated, metrics = ppo_update(
-            subs, batch, weights, key, stacked_loss, self.sub_optimizer,
-            epochs=cfg.sub.epochs, num_minibatches=cfg.sub.minibatches_for(weights.shape[0]),
+            subs, batch, weights, key, self._loss_fn(self.sub_model, cfg.sub, cfg.num_subpolicies),
+            self.sub_optimizer, epochs=cfg.sub.epochs, num_minibatches=cfg.sub.minibatches_for(weights.shape[0]),
             minibatch_sharding=sample_sharded(self.mesh, axis=1),
         )
-        trained = jnp.sum(weights, axis=0) > 0
+        weight_of = jax.ops.segment_sum(weights, batch.group, cfg.num_subpolicies)      # [K]
+        trained = weight_of > 0
         metrics["trained"] = trained.astype(jnp.float32)
         # Each sub-policy's share of the joint samples' total weight (the paper's rule: its usage).
-        metrics["credit_share"] = jnp.sum(weights, axis=0) / jnp.maximum(jnp.sum(weights), 1e-30)
+        metrics["credit_share"] = weight_of / jnp.maximum(jnp.sum(weight_of), 1e-30)
         return _select(trained, updated, subs), metrics
 
     def _active_values(self, sub_params, obs: jax.Array, sub_index: jax.Array) -> jax.Array:
         """Value [...] of the active sub-policy's value net for observations [..., obs]."""
         state_value = functools.partial(self.sub_model.apply, method=ActorCritic.state_value)
-        all_values = jax.vmap(state_value, in_axes=(0, None))(sub_params, obs)
-        return jnp.take_along_axis(all_values, sub_index[None], axis=0)[0]
+        flat_obs = obs.reshape((-1, obs.shape[-1]))
+        values = apply_by_group(state_value, sub_params, flat_obs, sub_index.reshape(-1), self.config.num_subpolicies)
+        return values.reshape(sub_index.shape)
 
     @staticmethod
-    def _loss_fn(model: ActorCritic, ppo):
-        """`(params, batch, weights) -> (loss, metrics)` for one learner with `model`."""
-        return functools.partial(
-            ppo_loss, apply_fn=model.apply, distribution=model.distribution, clip_eps=ppo.clip_eps, value_clip=ppo.value_clip,
-            entropy_coef=ppo.entropy_coef, value_coef=ppo.value_coef,
-        )
+    def _loss_fn(model: ActorCritic, ppo, num_learners: int | None = None):
+        """`(params, batch, weights) -> (loss, metrics)` for one learner with `model`, or, with
+        `num_learners`, for a stack of them (params [K, ...]; each sample trains `batch.group`)."""
+        settings = dict(distribution=model.distribution, clip_eps=ppo.clip_eps, value_clip=ppo.value_clip,
+                        entropy_coef=ppo.entropy_coef, value_coef=ppo.value_coef)
+        if num_learners is None:
+            return functools.partial(ppo_loss, apply_fn=model.apply, **settings)
+
+        def stacked_loss(params, batch: PPOBatch, weights):
+            apply_fn = lambda p, obs: apply_by_group(model.apply, p, obs, batch.group, num_learners)
+            return ppo_loss(params, batch, weights, apply_fn=apply_fn, num_groups=num_learners, **settings)
+
+        return stacked_loss
 
     def _episode_metrics(self, episodes, in_joint_phase, phase, task_kind) -> dict[str, jax.Array]:
         """Mean returns of the episodes that ended (all slots, joint-phase slots, per phase, per

@@ -33,8 +33,8 @@ class NaNLossAtUpdate(Trainer):
         self._poison = jnp.where(state.update + 1 == self.bad_update, jnp.nan, 1.0)
         return super().update_step(state)
 
-    def _loss_fn(self, model, ppo):
-        loss_fn = Trainer._loss_fn(model, ppo)
+    def _loss_fn(self, model, ppo, num_learners=None):
+        loss_fn = Trainer._loss_fn(model, ppo, num_learners)
 
         def poisoned(params, batch, weights):
             loss, metrics = loss_fn(params, batch, weights)

@@ -143,3 +143,68 @@ def test_exploring_categorical_is_the_mixture_it_samples_from():
     assert 0.9 < ratio <= 1.0
     plain = ExploringCategorical(3)
     np.testing.assert_allclose(np.exp(plain.log_prob(jnp.zeros((3, 3)), jnp.arange(3))), np.full(3, 1 / 3), rtol=1e-6)
+
+
+def _stack_and_groups(num_groups=3, n=40, seed=0, groups=None):
+    model = ActorCritic(Categorical(3), hidden_sizes=(8,))
+    key = jax.random.PRNGKey(seed)
+    obs = jax.random.normal(key, (n, 4))
+    params = jax.vmap(model.init, in_axes=(0, None))(jax.random.split(key, num_groups), obs[:1])
+    if groups is None:
+        groups = jax.random.randint(jax.random.fold_in(key, 3), (n,), 0, num_groups)
+    return model, params, obs, jnp.asarray(groups, jnp.int32)
+
+
+def _every_network_then_select(model, params, obs, groups):
+    """The reference: every network of the stack on every sample, then each sample's own row."""
+    outputs = jax.vmap(model.apply, in_axes=(0, None))(params, obs)
+    return jax.tree.map(lambda y: jnp.take_along_axis(y, groups.reshape((1, -1) + (1,) * (y.ndim - 2)), 0)[0],
+                        outputs)
+
+
+@pytest.mark.parametrize("groups", [None, [1] * 40, [0] * 39 + [2]], ids=["mixed", "one group", "one sample apart"])
+def test_apply_by_group_matches_every_network_then_select(groups):
+    from mlsh_jax.networks import apply_by_group
+    model, params, obs, groups = _stack_and_groups(groups=groups)
+    fast = lambda p: apply_by_group(model.apply, p, obs, groups, 3)
+    slow = lambda p: _every_network_then_select(model, p, obs, groups)
+    for a, b in zip(fast(params), slow(params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Gradients reach each sample's own network only (a group without samples gets zeros).
+    total = lambda f: lambda p: jnp.sum(f(p)[0] ** 2) + jnp.sum(f(p)[1])
+    for a, b in zip(jax.tree.leaves(jax.grad(total(fast))(params)), jax.tree.leaves(jax.grad(total(slow))(params))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_grouped_ppo_loss_is_the_sum_of_each_groups_own_loss():
+    """With `batch.group`, each group's samples form their own loss (own weighted means, own
+    advantage normalisation): the same as one ungrouped loss per group with the others weighted 0."""
+    from mlsh_jax.networks import apply_by_group
+    model, params, obs, groups = _stack_and_groups()
+    n = obs.shape[0]
+    key = jax.random.PRNGKey(7)
+    actions = jax.random.randint(key, (n,), 0, 3)
+    batch = PPOBatch(obs=obs, actions=actions, log_probs=jnp.full((n,), -1.2),
+                     values=jax.random.normal(jax.random.fold_in(key, 1), (n,)),
+                     advantages=3.0 + jax.random.normal(jax.random.fold_in(key, 2), (n,)),
+                     returns=jax.random.normal(jax.random.fold_in(key, 4), (n,)), group=groups)
+    weights = jax.random.uniform(jax.random.fold_in(key, 5), (n,), minval=0.2, maxval=2.0)
+
+    def grouped(p):
+        apply_fn = lambda q, o: apply_by_group(model.apply, q, o, groups, 3)
+        return ppo_loss(p, batch, weights, apply_fn=apply_fn, num_groups=3, **LOSS_KW)
+
+    def one_loss_per_group(p):
+        def loss_of(q, k):
+            return ppo_loss(q, batch.replace(group=None), weights * (groups == k), apply_fn=model.apply, **LOSS_KW)
+        losses, metrics = jax.vmap(loss_of)(p, jnp.arange(3))
+        return jnp.sum(losses), metrics
+
+    (loss, metrics), grads = jax.value_and_grad(grouped, has_aux=True)(params)
+    (ref_loss, ref_metrics), ref_grads = jax.value_and_grad(one_loss_per_group, has_aux=True)(params)
+    assert float(loss) == pytest.approx(float(ref_loss), rel=1e-5)
+    for name in ref_metrics:
+        assert metrics[name].shape == (3,)
+        np.testing.assert_allclose(metrics[name], ref_metrics[name], rtol=1e-4, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
