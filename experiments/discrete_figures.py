@@ -10,7 +10,8 @@ It runs the commands one would run by hand (each step's outputs are that command
 process so that runs of one configuration share a compile:
 
 1. `moving_bandits_studies ablations --out OUT/bandit_ablations` -> study.png (Figure 4 left)
-2. `moving_bandits_studies sweep --out OUT/bandit_sweep` -> study.png (K/W plot)
+2. `moving_bandits_studies sweep --out OUT/bandit_sweep --reuse-runs-from OUT/bandit_ablations` -> study.png
+   (K/W plot; its "K=2, W=9" runs are the ablations' "MLSH" runs, copied, not trained twice)
 3. `adapt --run OUT/bandit_ablations/mlsh/s<i> ... --shared-from OUT/bandit_ablations/shared_policy/s0
    --out OUT/adapt_bandits` -> adapt.png (Figure 4 middle)
 4. `four_rooms --preset original --no-baseline --out OUT/four_rooms/s<i>` for each seed, then
@@ -141,8 +142,9 @@ def make_figures(args) -> dict:
     start = time.perf_counter()
 
     for study in ("ablations", "sweep"):
+        reuse_ablations = ["--reuse-runs-from", str(out / "bandit_ablations")] if study == "sweep" else []
         result = timed(wall, f"bandit_{study}", lambda: moving_bandits_studies.main(
-            [study, "--out", str(out / f"bandit_{study}"), *study_sizes, *quiet]))
+            [study, "--out", str(out / f"bandit_{study}"), *study_sizes, *reuse_ablations, *quiet]))
         report[f"bandit_{study}"] = {"figure": str(out / f"bandit_{study}" / "study.png"), "final_post_warmup_return": result,
                                      "paper": moving_bandits_studies.PAPER_LEVELS[study]}
 

@@ -9,7 +9,9 @@ fresh master's first update), MLSH on the same timescale (N=1), the shared polic
 `sweep`: K in {1, 2, 4} at W=9 and W in {1, 20} at K=2 (U=1 throughout, as in the paper).
 Every variant starts from the `fast` preset (100 task slots; `--preset smoke` for a quick check) and runs once per seed into
 OUT/<variant>/s<seed> (the seeds of a variant share one compiled update; a run directory each: an interrupted study continues where it stopped
-when called again with the same arguments). Writes OUT/study.json (per variant: each seed's mean
+when called again with the same arguments). `--reuse-runs-from OTHER_STUDY` copies in, instead of
+training again, every finished run of another study with the same configuration (the sweep's
+"K=2, W=9" is the ablations' "MLSH"). Writes OUT/study.json (per variant: each seed's mean
 post-warmup return over the last 10% of updates, their mean and std) and OUT/study.png (mean +- std
 over seeds per update).
 
@@ -29,6 +31,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import shutil
 import sys
 
 import jax
@@ -38,7 +41,8 @@ from experiments import common, plots, usage
 from experiments.moving_bandits import PRESETS, subpolicy_goal_fractions
 from mlsh_jax.config import PAPER_CREDIT, CreditConfig
 from mlsh_jax.files import write_json
-from mlsh_jax.loading import load_config
+from mlsh_jax.loading import RunLoadError, load_config
+from mlsh_jax.run import SUMMARY_FILE
 from mlsh_jax.trainer import Trainer
 
 MODULE = "experiments.moving_bandits_studies"
@@ -186,6 +190,9 @@ def parse_args(argv):
                              "to run instead of all of the study's")
     parser.add_argument("--check-every", type=int, default=5,
                         help="separation: updates between two checks of the sub-policies (default 5)")
+    parser.add_argument("--reuse-runs-from", type=pathlib.Path, action="append", default=[], metavar="STUDY_DIR",
+                        help="another study's --out: its finished runs with the same configuration as one of this "
+                             "study's are copied in instead of trained again (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -206,7 +213,36 @@ def chosen_runs(args) -> list[tuple[str, int, object]]:
         out = args.out / slug(label) / f"s{seed}"
         if common.can_resume(out) and load_config(out) != config:
             raise common.UsageError(f"{out} holds a run with other settings; use another --out")
+    for source in args.reuse_runs_from:
+        if not source.is_dir():
+            raise common.UsageError(f"--reuse-runs-from {source}: no such directory (give another study's --out)")
+        if source.resolve() == args.out.resolve():
+            raise common.UsageError(f"--reuse-runs-from {source} is this study's own --out; give another study's")
     return runs
+
+
+def finished_run_like(config, seed: int, sources: list[pathlib.Path]) -> pathlib.Path | None:
+    """A finished run (it has its summary) of seed `seed` under one of the study directories `sources`
+    (as SOURCE/<variant>/s<seed>) made with exactly `config`; None if there is none."""
+    for source in sources:
+        for candidate in sorted(source.glob(f"*/s{seed}")):
+            try:
+                if (candidate / SUMMARY_FILE).is_file() and load_config(candidate) == config:
+                    return candidate
+            except RunLoadError:
+                continue
+    return None
+
+
+def reuse_finished_runs(runs, out: pathlib.Path, sources: list[pathlib.Path]) -> None:
+    """Copies into OUT/<variant>/s<seed> each not yet started run of `runs` that another study in
+    `sources` has already finished with the same configuration; training it then only reads it back."""
+    for label, seed, config in runs:
+        target = out / slug(label) / f"s{seed}"
+        source = None if common.can_resume(target) else finished_run_like(config, seed, sources)
+        if source is not None:
+            shutil.copytree(source, target, dirs_exist_ok=True)
+            print(f"{label} s{seed}: the finished run {source} has this configuration; reused", flush=True)
 
 
 def main(argv=None) -> dict:
@@ -221,6 +257,7 @@ def main(argv=None) -> dict:
     steps = runs[0][2].num_updates * runs[0][2].env_steps_per_update
     print(f"{args.study}: {len(labels)} variants x {args.seeds} seeds, {steps:,} env steps each "
           f"-> {args.out}", flush=True)
+    reuse_finished_runs(runs, args.out, args.reuse_runs_from)
     curves, report, trainers = {}, {}, {}
     for label, seed, config in runs:
         out = args.out / slug(label) / f"s{seed}"

@@ -313,6 +313,28 @@ def test_a_preempted_study_prints_a_resume_command_that_finishes_it(tmp_path, ca
     assert json.loads((run / "resumes.jsonl").read_text().splitlines()[0])["from_update"] == 1
 
 
+def test_a_study_reuses_another_studys_finished_run_of_the_same_configuration(tmp_path, capsys):
+    from experiments import moving_bandits_studies
+    sizes = ["--preset", "smoke", "--seeds", "1", "--updates", "2", "--slots", "2", "--no-progress"]
+    ablations, sweep = tmp_path / "ablations", tmp_path / "sweep"
+    moving_bandits_studies.main(["ablations", "--out", str(ablations), "--methods", "mlsh", *sizes])
+    capsys.readouterr()
+    argv = ["sweep", "--out", str(sweep), "--methods", "k_2_w_9,k_1", "--reuse-runs-from", str(ablations), *sizes]
+    report = moving_bandits_studies.main(argv)
+    printed = capsys.readouterr().out
+    assert "K=2, W=9 s0: the finished run" in printed and "K=1 s0: the finished run" not in printed
+    trained, copied = ablations / "mlsh" / "s0", sweep / "k_2_w_9" / "s0"
+    # Read back, not retrained (a new run would log other wall-clock times).
+    assert (copied / "metrics.csv").read_text() == (trained / "metrics.csv").read_text()
+    assert report["K=2, W=9"]["per_seed"] == json.loads(
+        (ablations / "study.json").read_text())["final_post_warmup_return"]["MLSH"]["per_seed"]
+    assert (sweep / "k_1" / "s0" / "summary.json").is_file()   # no run of its configuration: trained
+    for bad, message in ((tmp_path / "missing", "no such directory"), (sweep, "this study's own --out")):
+        with pytest.raises(SystemExit) as exit_info:
+            moving_bandits_studies.main(argv[:argv.index("--reuse-runs-from") + 1] + [str(bad), *sizes])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_parsing_builds_no_preset():
     """A preset sized to the devices starts JAX's backend, after which a process cannot join a cluster
     (--distributed): the parser describes presets only when --help is shown."""
