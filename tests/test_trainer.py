@@ -133,6 +133,28 @@ def test_one_network_per_sample_updates_subpolicies_as_every_network_masked_did(
     assert not leaves_equal(updated[0], state.subs.params)
 
 
+def test_the_seed_axis_benchmark_times_the_same_updates_as_one_seed_at_a_time():
+    """`benchmarks.seed_axis` compares S updates one after another with one vmap of the update over S
+    stacked states: both must compute the same thing for the timing to mean anything."""
+    config = tiny_config(num_slots=2, warmup_updates=0, joint_updates=1)
+    trainer = Trainer(config)
+    states = [trainer.init(jax.random.PRNGKey(seed)) for seed in (0, 1)]
+    one_by_one = [jax.jit(trainer.update_step)(state)[0].subs.params for state in states]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    together = jax.jit(jax.vmap(trainer.update_step))(stacked)[0].subs.params
+    for seed, params in enumerate(one_by_one):
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(together)):
+            np.testing.assert_allclose(a, b[seed], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_seed_axis_benchmark_runs_and_reports_a_ratio():
+    from benchmarks import seed_axis
+    result = seed_axis.main(["--preset", "smoke", "--slots", "2", "--seeds", "2", "--repeats", "1",
+                             "--variant", "MLSH"])
+    assert result["seed_axis_speedup"] > 0 and len(result["sequential_s_per_round"]) == 1
+
+
 def test_shared_baseline_trains_one_policy_on_every_slot():
     config = tiny_config(algorithm="shared", num_subpolicies=1)
     trainer = Trainer(config)
