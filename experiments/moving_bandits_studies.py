@@ -72,6 +72,7 @@ STUDIES = {
         "responsibility, balanced": _mlsh(credit=CreditConfig(balance_iterations=5)),
         "responsibility, annealed": _mlsh(credit=CreditConfig(temperature=0.3, final_temperature=3.0,
                                                               anneal_updates=50)),
+        "responsibility, handover at 30": _mlsh(credit=CreditConfig(handover_update=30)),
         "responsibility, soft (T=3)": _mlsh(credit=CreditConfig(temperature=3.0, final_temperature=3.0)),
         "staged unfreezing": _mlsh(credit=CreditConfig(rule="paper", unfreeze_interval=10)),
         "paper rule, K=3": _mlsh(credit=PAPER_CREDIT, num_subpolicies=3),

@@ -93,6 +93,9 @@ class CreditConfig:
         slots under "responsibility" (0: none).
       unfreeze_interval: staged unfreezing under either rule: sub-policy k trains only from update
         k * unfreeze_interval on (0: all from the start).
+      handover_update: "responsibility" hands over to the paper's rule at this update: from it on every
+        sample trains its sub-policy with weight 1 (0: never). The responsibility rule breaks the
+        sub-policies' symmetry early; after the handover each trains on all of its data again.
     """
 
     rule: str = "responsibility"
@@ -101,6 +104,7 @@ class CreditConfig:
     anneal_updates: int = 0
     balance_iterations: int = 0
     unfreeze_interval: int = 0
+    handover_update: int = 0
 
     def validate(self) -> None:
         """Checks the values (field names prefixed `credit.`)."""
@@ -113,6 +117,9 @@ class CreditConfig:
                  "an integer in [0, 100]")
         _require(self.unfreeze_interval >= 0, "credit.unfreeze_interval", self.unfreeze_interval,
                  "an integer >= 0")
+        _require(self.handover_update >= 0, "credit.handover_update", self.handover_update, "an integer >= 0")
+        _require(self.handover_update == 0 or self.rule == "responsibility", "credit.handover_update",
+                 self.handover_update, "0 with credit.rule='paper' (the handover is from the responsibility rule)")
 
 
 # What a stored configuration written before `credit` existed trained with.

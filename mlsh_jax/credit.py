@@ -20,6 +20,10 @@ everywhere still trains, on the slots where it lost least). With K=2 and a low t
 all of a slot's data goes to the sub-policy that earned more there. A slot with one active
 sub-policy gives it weight K; equal rates give equal weights.
 
+A handover (`credit.handover_update=H`) uses the responsibility rule for updates 0..H-1 and the
+paper's rule from update H on: the weights only have to break the symmetry while the sub-policies
+are still alike; once they have split, each trains on all of its data again.
+
 Staged unfreezing (`credit.unfreeze_interval=S`) composes with either rule: sub-policy k gets no
 data before update k S, so the first ones commit before the next ones start to learn.
 """
@@ -107,7 +111,7 @@ def slot_weights(credit: CreditConfig, rewards: jax.Array, sub_index: jax.Array,
       credit: the rule and its settings.
       rewards: [C, ...] (scaled) rewards of the C joint slots; sub_index: [C, ...] int, the active sub-policy.
       slot_mask: [C] bool, which of the C entries are real joint slots (the rest get weight 0).
-      update: int [], updates done so far (annealing, staged unfreezing).
+      update: int [], updates done so far (annealing, handover, staged unfreezing).
     """
     if credit.rule == "paper":
         weights = jnp.ones(slot_mask.shape + (num_subpolicies,))
@@ -117,4 +121,6 @@ def slot_weights(credit: CreditConfig, rewards: jax.Array, sub_index: jax.Array,
         if credit.balance_iterations:
             p = balance(p, slot_mask, credit.balance_iterations)
         weights = num_subpolicies * p
+        if credit.handover_update:
+            weights = jnp.where(update >= credit.handover_update, 1.0, weights)
     return weights * slot_mask[:, None] * unfrozen(credit, update, num_subpolicies)[None, :]

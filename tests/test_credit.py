@@ -104,10 +104,24 @@ def test_slot_weights_of_each_rule():
     np.testing.assert_array_equal(staged, [[1, 0], [1, 0], [0, 0]])
 
 
+def test_the_handover_switches_from_responsibility_to_the_paper_rule_at_its_update():
+    rewards = jnp.array([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+    sub_index = jnp.array([[0, 0, 1, 1], [0, 0, 1, 1]])
+    mask = jnp.array([True, False])
+    rule = CreditConfig(temperature=0.1, handover_update=30)
+    before = np.asarray(credit.slot_weights(rule, rewards, sub_index, mask, jnp.int32(29), 2))
+    np.testing.assert_allclose(before, [[2.0, 0.0], [0.0, 0.0]], atol=1e-6)
+    after = np.asarray(credit.slot_weights(rule, rewards, sub_index, mask, jnp.int32(30), 2))
+    np.testing.assert_array_equal(after, [[1.0, 1.0], [0.0, 0.0]])   # the paper's weights, masked slots still 0
+    np.testing.assert_array_equal(after, credit.slot_weights(PAPER_CREDIT, rewards, sub_index, mask, jnp.int32(30), 2))
+
+
 def test_credit_settings_are_validated_and_stored():
     for bad, field in [(CreditConfig(rule="wta"), "credit.rule"), (CreditConfig(temperature=0), "credit.temperature"),
                        (CreditConfig(balance_iterations=101), "credit.balance_iterations"),
-                       (CreditConfig(unfreeze_interval=-1), "credit.unfreeze_interval")]:
+                       (CreditConfig(unfreeze_interval=-1), "credit.unfreeze_interval"),
+                       (CreditConfig(handover_update=-1), "credit.handover_update"),
+                       (CreditConfig(rule="paper", handover_update=10), "credit.handover_update")]:
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
             MLSHConfig(credit=bad).validate()
     config = MLSHConfig(credit=CreditConfig(temperature=0.5, balance_iterations=3))
