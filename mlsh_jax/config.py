@@ -95,7 +95,8 @@ class CreditConfig:
         k * unfreeze_interval on (0: all from the start).
       handover_update: "responsibility" hands over to the paper's rule at this update: from it on every
         sample trains its sub-policy with weight 1 (0: never). The responsibility rule breaks the
-        sub-policies' symmetry early; after the handover each trains on all of its data again.
+        sub-policies' symmetry early; after the handover each trains on all of its data again. No
+        effect under "paper" (its weights are those of the handover already).
     """
 
     rule: str = "responsibility"
@@ -118,8 +119,6 @@ class CreditConfig:
         _require(self.unfreeze_interval >= 0, "credit.unfreeze_interval", self.unfreeze_interval,
                  "an integer >= 0")
         _require(self.handover_update >= 0, "credit.handover_update", self.handover_update, "an integer >= 0")
-        _require(self.handover_update == 0 or self.rule == "responsibility", "credit.handover_update",
-                 self.handover_update, "0 with credit.rule='paper' (the handover is from the responsibility rule)")
 
 
 # What a stored configuration written before `credit` existed trained with.
@@ -306,7 +305,11 @@ class MLSHConfig:
             if level in data and isinstance(data[level], dict):
                 data[level] = PPOConfig(**data[level])
         # A configuration stored before the credit rule existed trained with the paper's rule.
-        data["credit"] = CreditConfig(**data["credit"]) if isinstance(data.get("credit"), dict) else PAPER_CREDIT
+        # One stored before the handover existed never handed over.
+        if isinstance(data.get("credit"), dict):
+            data["credit"] = CreditConfig(**{"handover_update": 0, **data["credit"]})
+        else:
+            data["credit"] = PAPER_CREDIT
         if "hidden_sizes" in data:
             data["hidden_sizes"] = tuple(data["hidden_sizes"])
         return cls(**data)

@@ -120,8 +120,7 @@ def test_credit_settings_are_validated_and_stored():
     for bad, field in [(CreditConfig(rule="wta"), "credit.rule"), (CreditConfig(temperature=0), "credit.temperature"),
                        (CreditConfig(balance_iterations=101), "credit.balance_iterations"),
                        (CreditConfig(unfreeze_interval=-1), "credit.unfreeze_interval"),
-                       (CreditConfig(handover_update=-1), "credit.handover_update"),
-                       (CreditConfig(rule="paper", handover_update=10), "credit.handover_update")]:
+                       (CreditConfig(handover_update=-1), "credit.handover_update")]:
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
             MLSHConfig(credit=bad).validate()
     config = MLSHConfig(credit=CreditConfig(temperature=0.5, balance_iterations=3))
@@ -134,6 +133,12 @@ def test_a_configuration_stored_before_credit_existed_reads_as_the_paper_rule():
     stored = MLSHConfig().to_dict()
     del stored["credit"]
     assert MLSHConfig.from_dict(stored).credit == PAPER_CREDIT
+
+
+def test_a_configuration_stored_before_the_handover_existed_never_hands_over():
+    stored = MLSHConfig(credit=CreditConfig(handover_update=30)).to_dict()
+    del stored["credit"]["handover_update"]
+    assert MLSHConfig.from_dict(stored).credit.handover_update == 0
 
 
 def test_trainer_trains_only_unfrozen_subpolicies_and_reports_credit_shares(tiny):
