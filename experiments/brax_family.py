@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from experiments import common
-from mlsh_jax.config import PAPER_CREDIT, MLSHConfig, PPOConfig
+from mlsh_jax.config import MLSHConfig, PPOConfig
 
 # Env steps per second of MLSH training, measured with `python -m benchmarks.throughput --family
 # ant|humanoid` on idle cores (docs/benchmarks.md): used only to print a run-time estimate before a run
@@ -46,10 +46,6 @@ def paper_settings(env: str, num_subpolicies: int, episode_length: int = 1000, *
         num_updates=1000, checkpoint_every=50,
         master=PPOConfig(learning_rate=0.01, num_minibatches=0, minibatch_size=64),
         sub=PPOConfig(learning_rate=3e-4, num_minibatches=15),
-        # The Brax tasks keep the paper's credit rule: measured against it, the responsibility rule
-        # (the default of the discrete tasks) learned the maze far more slowly and twowalk no better
-        # (docs/results_ant.md, "Which credit rule on the ant tasks"); `--set credit.rule=responsibility`.
-        credit=PAPER_CREDIT,
     )
     return dataclasses.replace(config, **changes)
 

@@ -59,8 +59,8 @@ class FigureSettings:
 
 PRESETS = {
     # Studies from the `fast` moving-bandits preset on 60 slots x 50 updates (the separation study reads
-    # its level at 50 updates; 60 slots instead of 100 bring the whole regeneration under 30 minutes on a
-    # 2-core CPU); four rooms: the paper's settings on 50 slots, one lifetime.
+    # its level at 50 updates; 60 slots instead of 100 halve the studies' time, most of the whole);
+    # four rooms: the paper's settings on 50 slots, one lifetime.
     "fast": FigureSettings("fast", 50, 60, 10, 100, "original", 50),
     "smoke": FigureSettings("smoke", 3, 4, 2, 4, "smoke", 3),
 }

@@ -108,6 +108,7 @@ def run_cli(*args):
     ("credit.anneal_updates=-5", "credit.anneal_updates"),
     ("credit.balance_iterations=-1", "credit.balance_iterations"),
     ("credit.unfreeze_interval=-1", "credit.unfreeze_interval"),
+    ("credit.handover_update=-1", "credit.handover_update"),
 ])
 def test_bad_configuration_exits_2_before_writing(tmp_path, override, field):
     out = tmp_path / "run"
