@@ -58,10 +58,8 @@ class FigureSettings:
 
 
 PRESETS = {
-    # Studies from the `fast` moving-bandits preset on 60 slots x 50 updates (the separation study reads
-    # its level at 50 updates; 60 slots instead of 100 halve the studies' time, most of the whole);
-    # four rooms: the paper's settings on 50 slots, one lifetime.
-    "fast": FigureSettings("fast", 50, 60, 10, 100, "original", 50),
+    # Studies as in `moving_bandits_studies`; four rooms: the paper's settings on 50 slots, one lifetime.
+    "fast": FigureSettings("fast", 60, 100, 10, 100, "original", 50),
     "smoke": FigureSettings("smoke", 3, 4, 2, 4, "smoke", 3),
 }
 # The paper's figures read at the points its text gives (docs/algorithm.md, "The paper's numbers").

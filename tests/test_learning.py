@@ -2,7 +2,7 @@
 go to different goals.
 
 Separation is what the default credit rule (`mlsh_jax.credit`, responsibility-weighted sub-policy
-updates, handed over to the paper's weights at update 30) is there to guarantee on any seed, so the default-tier test asserts it on one run; the rate
+updates) is there to guarantee on any seed, so the default-tier test asserts it on one run; the rate
 over seeds is the slow tier's (`-m slow`), and the full study is
 `python -m experiments.moving_bandits_studies separation`.
 """
