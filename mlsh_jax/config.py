@@ -95,7 +95,7 @@ class CreditConfig:
         k * unfreeze_interval on (0: all from the start).
       handover_update: "responsibility" hands over to the paper's rule at this update (0: never, the
         discrete presets' default; the Brax presets hand over at 30): from it on every
-        sample trains its sub-policy with weight 1 (0: never). The responsibility rule breaks the
+        sample trains its sub-policy with weight 1. The responsibility rule breaks the
         sub-policies' symmetry early; after the handover each trains on all of its data again. No
         effect under "paper" (its weights are those of the handover already).
     """
