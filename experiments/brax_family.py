@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from experiments import common
-from mlsh_jax.config import CreditConfig, MLSHConfig, PPOConfig
+from mlsh_jax.config import MLSHConfig, PPOConfig
 
 # Env steps per second of MLSH training, measured with `python -m benchmarks.throughput --family
 # ant|humanoid` on idle cores (docs/benchmarks.md): used only to print a run-time estimate before a run
@@ -46,10 +46,6 @@ def paper_settings(env: str, num_subpolicies: int, episode_length: int = 1000, *
         num_updates=1000, checkpoint_every=50,
         master=PPOConfig(learning_rate=0.01, num_minibatches=0, minibatch_size=64),
         sub=PPOConfig(learning_rate=3e-4, num_minibatches=15),
-        # Responsibility weights until update 30, the paper's after: on the ant maze and twowalk no
-        # worse than the paper's rule, where responsibility throughout fell far behind
-        # (docs/results_ant.md, "Which credit rule on the ant tasks").
-        credit=CreditConfig(handover_update=30),
     )
     return dataclasses.replace(config, **changes)
 

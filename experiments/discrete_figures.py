@@ -20,6 +20,12 @@ process so that runs of one configuration share a compile:
    of its training goals); on held-out cells the paper's N=25 cannot transfer (the hierarchy's
    ceiling, docs/results_moving_bandits.md), `python -m experiments.four_rooms` measures that.
 
+With `--workers 2` (the default on a CPU with >= 2 cores) every training run of steps 1, 2 and 4
+(one job per study variant, one per four-rooms seed) and then the two adaptations run first as
+parallel processes (`experiments.parallel`, logs in OUT/logs, costliest first); the steps above then
+find them finished and only read them back and draw the figures. `--workers 1` runs everything in
+this process, in the order above. Both give the same runs.
+
 A call on an existing OUT continues: finished runs and studies are reused, interrupted runs and
 adaptations resume, finished adaptations are kept (a stopped step prints this command to resume).
 Writes OUT/figures.json: each figure's PNG, the numbers the paper reports next to its levels, and
@@ -31,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -39,7 +46,10 @@ import numpy as np
 
 from experiments import adapt, common, four_rooms, moving_bandits_studies, usage
 from experiments.moving_bandits_studies import slug
+from experiments.parallel import Job, JobsFailed, default_workers, run_jobs
+from mlsh_jax.config import MLSHConfig
 from mlsh_jax.files import write_json
+from mlsh_jax.run import SUMMARY_FILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +96,9 @@ def parse_args(argv):
     parser.add_argument("--out", type=pathlib.Path, required=True, help="directory for every run and figure")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant and per run (default 3)")
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS), help="sizes (default fast)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="runs trained side by side as separate processes (default: 2 on a CPU with >= 2 "
+                             "cores, 1 on an accelerator; 1: everything in this process)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -126,50 +139,149 @@ def main(argv=None) -> dict:
         return make_figures(parse_args(argv))
 
 
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """The command lines of every step of one `discrete_figures` call (each step's own CLI)."""
+
+    settings: FigureSettings
+    out: pathlib.Path
+    seeds: int
+    quiet: tuple[str, ...]
+
+    def study(self, study: str, *extra: str) -> list[str]:
+        """`moving_bandits_studies STUDY ...`; the sweep copies the ablations' runs of its configurations."""
+        s = self.settings
+        reuse = ["--reuse-runs-from", str(self.out / "bandit_ablations")] if study == "sweep" else []
+        return [study, "--out", str(self.out / f"bandit_{study}"), "--seeds", str(self.seeds), "--updates",
+                str(s.bandit_updates), "--slots", str(s.bandit_slots), "--preset", s.bandit_preset, *reuse,
+                *extra, *self.quiet]
+
+    def study_runs(self, study: str) -> dict[str, list[tuple[int, MLSHConfig]]]:
+        """Each variant's (seed, configuration) runs."""
+        s, runs = self.settings, {}
+        for label, seed, config in moving_bandits_studies.variant_configs(
+                study, self.seeds, s.bandit_updates, s.bandit_slots, s.bandit_preset):
+            runs.setdefault(label, []).append((seed, config))
+        return runs
+
+    def four_rooms_run(self, seed: int) -> pathlib.Path:
+        return self.out / "four_rooms" / f"s{seed}"
+
+    def four_rooms(self, seed: int) -> list[str]:
+        s, run = self.settings, self.four_rooms_run(seed)
+        return (["--out", str(run), "--seed", str(seed), "--preset", s.four_rooms_preset, "--no-baseline",
+                 "--set", f"num_updates={s.four_rooms_updates}", "--set", f"env={s.four_rooms_env}", *self.quiet]
+                + resume_if_started(run))
+
+    def four_rooms_config(self) -> MLSHConfig:
+        s = self.settings
+        return dataclasses.replace(four_rooms.PRESETS[s.four_rooms_preset](), num_updates=s.four_rooms_updates,
+                                   env=s.four_rooms_env)
+
+    def bandit_runs(self) -> list[pathlib.Path]:
+        return [self.out / "bandit_ablations" / slug("MLSH") / f"s{seed}" for seed in range(self.seeds)]
+
+    def adapt_bandits(self) -> list[str]:
+        out = self.out / "adapt_bandits"
+        return ([arg for run in self.bandit_runs() for arg in ("--run", str(run))]
+                + ["--shared-from", str(self.out / "bandit_ablations" / slug("shared policy") / "s0"),
+                   "--out", str(out), *self._adapt_sizes(), *resume_if_started(out)])
+
+    def adapt_four_rooms(self) -> list[str]:
+        out = self.out / "adapt_four_rooms"
+        return ([arg for seed in range(self.seeds) for arg in ("--run", str(self.four_rooms_run(seed)))]
+                + ["--split", self.settings.four_rooms_split, "--out", str(out), *self._adapt_sizes(),
+                   *resume_if_started(out)])
+
+    def _adapt_sizes(self) -> list[str]:
+        return ["--updates", str(self.settings.adapt_updates), "--slots", str(self.settings.adapt_slots), *self.quiet]
+
+
+def training_cost(config: MLSHConfig) -> float:
+    """Rough work of a run (samples its PPO epochs go through), to start the costliest jobs first."""
+    master_samples = config.num_slots / config.macro_duration if config.hierarchical else 0.0
+    return config.num_updates * config.steps_per_slot * (config.joint_slot_capacity + master_samples)
+
+
+def training_jobs(steps: Steps) -> list[Job]:
+    """One job per study variant (its seeds share a compile) and per four-rooms seed, for the runs
+    not finished yet; the sweep's variants that the ablations train already are left out."""
+    jobs, ablation_runs = [], steps.study_runs("ablations")
+    trained = {(seed, config) for runs in ablation_runs.values() for seed, config in runs}
+    for study, variants in (("ablations", ablation_runs), ("sweep", steps.study_runs("sweep"))):
+        for label, runs in variants.items():
+            if study == "sweep" and all(run in trained for run in runs):
+                continue
+            directory = steps.out / f"bandit_{study}" / slug(label)
+            if all((directory / f"s{seed}" / SUMMARY_FILE).is_file() for seed, _ in runs):
+                continue
+            jobs.append(Job(f"bandit_{study}/{slug(label)}", moving_bandits_studies.MODULE,
+                            tuple(steps.study(study, "--methods", slug(label), "--runs-only")),
+                            cost=sum(training_cost(config) for _, config in runs)))
+    for seed in range(steps.seeds):
+        if not (steps.four_rooms_run(seed) / SUMMARY_FILE).is_file():
+            jobs.append(Job(f"four_rooms/s{seed}", four_rooms.MODULE, tuple(steps.four_rooms(seed)),
+                            cost=training_cost(steps.four_rooms_config())))
+    return jobs
+
+
+def adaptation_jobs(steps: Steps) -> list[Job]:
+    """The two adaptations not finished yet (after `training_jobs`)."""
+    jobs = []
+    for name, argv in (("adapt_bandits", steps.adapt_bandits), ("adapt_four_rooms", steps.adapt_four_rooms)):
+        if not check_adapt_out(steps.out / name):
+            jobs.append(Job(name, adapt.MODULE, tuple(argv())))
+    return jobs
+
+
+def run_in_workers(steps: Steps, workers: int, wall: dict) -> None:
+    """Trains every run and adaptation as parallel jobs (logs in OUT/logs), the processes sharing a
+    compilation cache in OUT/.jax_cache unless JAX_COMPILATION_CACHE_DIR is set."""
+    env = dict(os.environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(steps.out / ".jax_cache"))
+    for phase, jobs in (("training", training_jobs), ("adaptation", adaptation_jobs)):
+        todo = jobs(steps)
+        if todo:
+            start = time.perf_counter()
+            try:
+                wall.setdefault("jobs", {}).update(run_jobs(todo, workers, steps.out / "logs", env))
+            except JobsFailed as error:
+                common.exit_with_usage_error(f"{error}; fix the cause and call the same command again: "
+                                             "finished runs are kept, stopped ones continue")
+            wall[f"{phase}_jobs"] = round(time.perf_counter() - start, 1)
+
+
 def make_figures(args) -> dict:
     """Runs (or continues) every step of the command line `args`; writes and returns figures.json."""
     settings = PRESETS[args.preset]
     out = args.out
-    quiet = ["--no-progress"] if args.no_progress else []
     if args.seeds < 1:
         common.exit_with_usage_error("--seeds must be >= 1")
-    reuse = {name: check_adapt_out(out / name) for name in ("adapt_bandits", "adapt_four_rooms")}
-    seeds = [str(args.seeds)]
-    study_sizes = ["--seeds", *seeds, "--updates", str(settings.bandit_updates), "--slots", str(settings.bandit_slots),
-                   "--preset", settings.bandit_preset]
-    adapt_sizes = ["--updates", str(settings.adapt_updates), "--slots", str(settings.adapt_slots)]
-    wall, report = {}, {"preset": args.preset, "seeds": args.seeds, "settings": dataclasses.asdict(settings)}
+    if args.workers is not None and args.workers < 1:
+        common.exit_with_usage_error("--workers must be >= 1")
+    workers = default_workers() if args.workers is None else args.workers
+    steps = Steps(settings, out, args.seeds, ("--no-progress",) if args.no_progress else ())
+    wall = {}
+    report = {"preset": args.preset, "seeds": args.seeds, "workers": workers, "settings": dataclasses.asdict(settings)}
     start = time.perf_counter()
+    if workers > 1:
+        run_in_workers(steps, workers, wall)
+    reuse = {name: check_adapt_out(out / name) for name in ("adapt_bandits", "adapt_four_rooms")}
 
     for study in ("ablations", "sweep"):
-        reuse_ablations = ["--reuse-runs-from", str(out / "bandit_ablations")] if study == "sweep" else []
-        result = timed(wall, f"bandit_{study}", lambda: moving_bandits_studies.main(
-            [study, "--out", str(out / f"bandit_{study}"), *study_sizes, *reuse_ablations, *quiet]))
+        result = timed(wall, f"bandit_{study}", lambda: moving_bandits_studies.main(steps.study(study)))
         report[f"bandit_{study}"] = {"figure": str(out / f"bandit_{study}" / "study.png"), "final_post_warmup_return": result,
                                      "paper": moving_bandits_studies.PAPER_LEVELS[study]}
 
-    ablations = out / "bandit_ablations"
-    bandit_runs = [ablations / slug("MLSH") / f"s{seed}" for seed in range(args.seeds)]
     if not reuse["adapt_bandits"]:
-        timed(wall, "adapt_bandits", lambda: adapt.main(
-            [arg for run in bandit_runs for arg in ("--run", str(run))]
-            + ["--shared-from", str(ablations / slug("shared policy") / "s0"), "--out", str(out / "adapt_bandits"),
-               *adapt_sizes, *quiet, *resume_if_started(out / "adapt_bandits")]))
+        timed(wall, "adapt_bandits", lambda: adapt.main(steps.adapt_bandits()))
     report["adapt_bandits"] = bandit_adaptation(out / "adapt_bandits")
 
-    four_rooms_runs = [out / "four_rooms" / f"s{seed}" for seed in range(args.seeds)]
-    for seed, run in enumerate(four_rooms_runs):
-        if not (run / "summary.json").is_file():
-            timed(wall, f"four_rooms_s{seed}", lambda: four_rooms.main(
-                ["--out", str(run), "--seed", str(seed), "--preset", settings.four_rooms_preset, "--no-baseline",
-                 "--set", f"num_updates={settings.four_rooms_updates}", "--set", f"env={settings.four_rooms_env}",
-                 *quiet]
-                + resume_if_started(run)))
+    for seed in range(args.seeds):
+        if not (steps.four_rooms_run(seed) / SUMMARY_FILE).is_file():
+            timed(wall, f"four_rooms_s{seed}", lambda: four_rooms.main(steps.four_rooms(seed)))
     if not reuse["adapt_four_rooms"]:
-        timed(wall, "adapt_four_rooms", lambda: adapt.main(
-            [arg for run in four_rooms_runs for arg in ("--run", str(run))]
-            + ["--split", settings.four_rooms_split, "--out", str(out / "adapt_four_rooms"), *adapt_sizes, *quiet,
-               *resume_if_started(out / "adapt_four_rooms")]))
+        timed(wall, "adapt_four_rooms", lambda: adapt.main(steps.adapt_four_rooms()))
     report["adapt_four_rooms"] = four_rooms_adaptation(out / "adapt_four_rooms")
 
     wall["total"] = round(time.perf_counter() - start, 1)

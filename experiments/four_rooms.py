@@ -56,6 +56,7 @@ PRESET_NOTES = {
     "all_rooms": "`fast` on the all-rooms task set (goals in every room; 16 held out)",
     "original": "`fast` on the original code's four goals, nothing held out (adapt with --split train)",
 }
+MODULE = "experiments.four_rooms"
 PRESETS = {
     "paper": paper_settings,
     # Many task slots (each lifetime is 50 updates; 200 updates = 4 lifetimes per slot).
@@ -146,7 +147,7 @@ def analyse(result, out) -> dict:
 
 
 def main(argv=None) -> dict:
-    return common.run_with_shared_baseline("experiments.four_rooms", "Four rooms", PRESETS, argv, analyse,
+    return common.run_with_shared_baseline(MODULE, "Four rooms", PRESETS, argv, analyse,
                                            default_preset="fast")
 
 

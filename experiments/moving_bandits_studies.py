@@ -196,6 +196,9 @@ def parse_args(argv):
     parser.add_argument("--reuse-runs-from", type=pathlib.Path, action="append", default=[], metavar="STUDY_DIR",
                         help="another study's --out: its finished runs with the same configuration as one of this "
                              "study's are copied in instead of trained again (repeatable)")
+    parser.add_argument("--runs-only", action="store_true",
+                        help="train the runs only, write no study.json / study.png (parallel jobs over "
+                             "--methods subsets: call again without it, it then reads the finished runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -276,6 +279,8 @@ def main(argv=None) -> dict:
             entry["seeds"].append({"seed": seed, "post_warmup_return": entry["per_seed"][-1],
                                    "wall_s": round(result.rows[-1]["wall_s"], 1),
                                    **separation_outcome(SeparationLog.read(out))})
+    if args.runs_only:
+        return report
     for label, entry in report.items():
         finite = [v for v in entry["per_seed"] if v is not None]
         entry["mean"] = _rounded(np.mean(finite)) if finite else None

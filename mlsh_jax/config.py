@@ -93,11 +93,11 @@ class CreditConfig:
         slots under "responsibility" (0: none).
       unfreeze_interval: staged unfreezing under either rule: sub-policy k trains only from update
         k * unfreeze_interval on (0: all from the start).
-      handover_update: "responsibility" hands over to the paper's rule at this update (0: never, the
-        discrete presets' default; the Brax presets hand over at 30): from it on every
-        sample trains its sub-policy with weight 1. The responsibility rule breaks the
-        sub-policies' symmetry early; after the handover each trains on all of its data again. No
-        effect under "paper" (its weights are those of the handover already).
+      handover_update: "responsibility" hands over to the paper's rule at this update (default 30,
+        every preset; 0: never): from it on every sample trains its sub-policy with weight 1. The
+        responsibility rule breaks the sub-policies' symmetry early; after the handover each
+        trains on all of its data again. No effect under "paper" (its weights are those of the
+        handover already).
     """
 
     rule: str = "responsibility"
@@ -106,7 +106,7 @@ class CreditConfig:
     anneal_updates: int = 0
     balance_iterations: int = 0
     unfreeze_interval: int = 0
-    handover_update: int = 0
+    handover_update: int = 30
 
     def validate(self) -> None:
         """Checks the values (field names prefixed `credit.`)."""

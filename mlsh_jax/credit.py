@@ -20,9 +20,10 @@ everywhere still trains, on the slots where it lost least). With K=2 and a low t
 all of a slot's data goes to the sub-policy that earned more there. A slot with one active
 sub-policy gives it weight K; equal rates give equal weights.
 
-A handover (`credit.handover_update=H`; the Brax presets hand over at 30) uses the responsibility
-rule for updates 0..H-1 and the paper's rule from update H on: the weights only have to break the symmetry while the sub-policies
-are still alike; once they have split, each trains on all of its data again.
+A handover (`credit.handover_update=H`, default 30 in every preset; 0: never) uses the responsibility
+rule for updates 0..H-1 and the paper's rule from update H on: the weights only have to break the
+symmetry while the sub-policies are still alike; once they have split, each trains on all of its
+data again (kept on, they starve the ant tasks' sub-policies: docs/results_ant.md).
 
 Staged unfreezing (`credit.unfreeze_interval=S`) composes with either rule: sub-policy k gets no
 data before update k S, so the first ones commit before the next ones start to learn.

@@ -150,7 +150,7 @@ def snapshot(directory):
     (["--seed", "3"], "seed: 0 -> 3"),
     (["--set", "num_updates=5"], "more than num_updates=5"),
     (["--set", "credit.rule=paper"], "credit.rule: 'responsibility' -> 'paper'"),
-    (["--set", "credit.handover_update=5"], "credit.handover_update: 0 -> 5"),
+    (["--set", "credit.handover_update=5"], "credit.handover_update: 30 -> 5"),
 ])
 def test_resume_refuses_changes_that_alter_the_run(tmp_path, reference, args, expected):
     out = tmp_path / "run"
