@@ -246,8 +246,8 @@ def run_in_workers(steps: Steps, workers: int, wall: dict) -> None:
             try:
                 wall.setdefault("jobs", {}).update(run_jobs(todo, workers, steps.out / "logs", env))
             except JobsFailed as error:
-                common.exit_with_usage_error(f"{error}; fix the cause and call the same command again: "
-                                             "finished runs are kept, stopped ones continue")
+                sys.exit(f"error: {error}; fix the cause and call the same command again: finished runs "
+                         "are kept, stopped ones continue")
             wall[f"{phase}_jobs"] = round(time.perf_counter() - start, 1)
 
 

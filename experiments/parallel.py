@@ -82,15 +82,15 @@ def run_jobs(jobs: Sequence[Job], workers: int, log_dir: pathlib.Path,
     waiting = sorted(jobs, key=lambda job: -job.cost)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
-    running: dict[str, tuple[Job, subprocess.Popen, float]] = {}
+    running: dict[str, tuple[subprocess.Popen, float]] = {}
     wall, failed = {}, []
     try:
         while waiting or running:
             while waiting and len(running) < workers:
                 job = waiting.pop(0)
-                running[job.name] = (job, *_start(job, log_dir, env))
+                running[job.name] = _start(job, log_dir, env)
             time.sleep(POLL_S)
-            for name, (job, process, start) in list(running.items()):
+            for name, (process, start) in list(running.items()):
                 if process.poll() is None:
                     continue
                 del running[name]
@@ -99,9 +99,9 @@ def run_jobs(jobs: Sequence[Job], workers: int, log_dir: pathlib.Path,
                     failed.append(f"{name} (exit {process.returncode}, log {log_dir / f'{name}.log'})")
                 print(f"[{name}: {'failed' if process.returncode else 'done'} after {wall[name]:.0f} s]", flush=True)
     except BaseException:
-        for _, process, _ in running.values():
+        for process, _ in running.values():
             process.terminate()
-        for _, process, _ in running.values():
+        for process, _ in running.values():
             process.wait()
         raise
     finally:

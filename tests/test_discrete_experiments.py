@@ -154,3 +154,34 @@ def test_discrete_figures_make_every_figure_and_continue(tmp_path):
     (out / "adapt_bandits" / "adapt.json").unlink()
     resumed = discrete_figures.main(argv)
     assert resumed["adapt_bandits"]["mean_return"] == pytest.approx(report["adapt_bandits"]["mean_return"], abs=1e-3)
+
+
+def test_discrete_figures_hands_each_unfinished_run_to_one_parallel_job(tmp_path):
+    from experiments import discrete_figures
+    from mlsh_jax.run import SUMMARY_FILE
+    steps = discrete_figures.Steps(discrete_figures.PRESETS["smoke"], tmp_path, 2, ("--no-progress",))
+    names = {job.name for job in discrete_figures.training_jobs(steps)}
+    # Every ablation and sweep variant and every four-rooms seed, except the sweep's K=2, W=9 (the
+    # ablations' MLSH runs, copied in by the sweep).
+    assert names == {"bandit_ablations/mlsh", "bandit_ablations/mlsh_no_warmup_w_0",
+                     "bandit_ablations/mlsh_same_timescale_n_1", "bandit_ablations/shared_policy",
+                     "bandit_sweep/k_1", "bandit_sweep/k_4", "bandit_sweep/w_1", "bandit_sweep/w_20",
+                     "four_rooms/s0", "four_rooms/s1"}
+    jobs = {job.name: job for job in discrete_figures.training_jobs(steps)}
+    assert "--runs-only" in jobs["bandit_sweep/k_4"].argv and "--reuse-runs-from" in jobs["bandit_sweep/k_4"].argv
+    assert jobs["bandit_ablations/mlsh_no_warmup_w_0"].cost > jobs["bandit_ablations/mlsh"].cost
+    for seed in (0, 1):                          # a variant whose seeds have all finished is left out
+        run = tmp_path / "bandit_sweep" / "k_4" / f"s{seed}"
+        run.mkdir(parents=True)
+        (run / SUMMARY_FILE).write_text("{}")
+    (tmp_path / "four_rooms" / "s1").mkdir(parents=True)
+    (tmp_path / "four_rooms" / "s1" / SUMMARY_FILE).write_text("{}")
+    assert names - {job.name for job in discrete_figures.training_jobs(steps)} == {"bandit_sweep/k_4", "four_rooms/s1"}
+    assert {job.name for job in discrete_figures.adaptation_jobs(steps)} == {"adapt_bandits", "adapt_four_rooms"}
+
+
+def test_discrete_figures_refuses_zero_workers(tmp_path):
+    from experiments import discrete_figures
+    with pytest.raises(SystemExit) as stop:
+        discrete_figures.main(["--out", str(tmp_path / "f"), "--preset", "smoke", "--workers", "0"])
+    assert stop.value.code == 2 and not (tmp_path / "f").exists()
