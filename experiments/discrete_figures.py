@@ -21,9 +21,10 @@ process so that runs of one configuration share a compile:
    ceiling, docs/results_moving_bandits.md), `python -m experiments.four_rooms` measures that.
 
 With `--workers 2` (the default on a CPU with >= 2 cores) every training run of steps 1, 2 and 4
-(one job per study variant, one per four-rooms seed) and then the two adaptations run first as
-parallel processes (`experiments.parallel`, logs in OUT/logs, costliest first); the steps above then
-find them finished and only read them back and draw the figures. `--workers 1` runs everything in
+(one job per study variant, one per four-rooms seed) and the two adaptations (each as soon as the
+runs it adapts are done) run first as parallel processes (`experiments.parallel`, logs in OUT/logs,
+the longest chain of work first); the steps above then find them finished and only read them back
+and draw the figures. `--workers 1` runs everything in
 this process, in the order above. Both give the same runs.
 
 A call on an existing OUT continues: finished runs and studies are reused, interrupted runs and
@@ -69,7 +70,7 @@ class FigureSettings:
 
 PRESETS = {
     # Studies as in `moving_bandits_studies`; four rooms: the paper's settings on 50 slots, one lifetime.
-    "fast": FigureSettings("fast", 60, 100, 10, 100, "original", 50),
+    "fast": FigureSettings("fast", 50, 100, 10, 50, "original", 50),
     "smoke": FigureSettings("smoke", 3, 4, 2, 4, "smoke", 3),
 }
 # The paper's figures read at the points its text gives (docs/algorithm.md, "The paper's numbers").
@@ -225,30 +226,46 @@ def training_jobs(steps: Steps) -> list[Job]:
     return jobs
 
 
-def adaptation_jobs(steps: Steps) -> list[Job]:
-    """The two adaptations not finished yet (after `training_jobs`)."""
-    jobs = []
-    for name, argv in (("adapt_bandits", steps.adapt_bandits), ("adapt_four_rooms", steps.adapt_four_rooms)):
+def adaptation_cost(settings: FigureSettings, runs: int, flat_baselines: int, config: MLSHConfig) -> float:
+    """Rough work of adapting over `runs` runs of `config` in `training_cost`'s unit: the flat
+    baselines train on every sample, the fresh masters on one in N."""
+    samples = runs * settings.adapt_updates * settings.adapt_slots * config.steps_per_slot
+    return samples * (flat_baselines + 1.0 / config.macro_duration)
+
+
+def adaptation_jobs(steps: Steps, training: list[Job]) -> list[Job]:
+    """The two adaptations not finished yet, each after the unfinished `training` jobs it adapts."""
+    s, jobs = steps.settings, []
+    pending = {job.name for job in training}
+    bandit_runs = [f"bandit_ablations/{slug(label)}" for label in ("MLSH", "shared policy")]
+    four_rooms_runs = [f"four_rooms/s{seed}" for seed in range(steps.seeds)]
+    bandit_config = steps.study_runs("ablations")["MLSH"][0][1]
+    for name, argv, needs, cost in (
+            ("adapt_bandits", steps.adapt_bandits, bandit_runs, adaptation_cost(s, steps.seeds, 2, bandit_config)),
+            ("adapt_four_rooms", steps.adapt_four_rooms, four_rooms_runs,
+             adaptation_cost(s, steps.seeds, 1, steps.four_rooms_config()))):
         if not check_adapt_out(steps.out / name):
-            jobs.append(Job(name, adapt.MODULE, tuple(argv())))
+            jobs.append(Job(name, adapt.MODULE, tuple(argv()), cost=cost,
+                            after=tuple(need for need in needs if need in pending)))
     return jobs
 
 
 def run_in_workers(steps: Steps, workers: int, wall: dict) -> None:
-    """Trains every run and adaptation as parallel jobs (logs in OUT/logs), the processes sharing a
-    compilation cache in OUT/.jax_cache unless JAX_COMPILATION_CACHE_DIR is set."""
+    """Trains every run and then adapts as parallel jobs (an adaptation starts once the runs it adapts
+    are done; logs in OUT/logs), the processes sharing a compilation cache in OUT/.jax_cache unless
+    JAX_COMPILATION_CACHE_DIR is set."""
     env = dict(os.environ)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(steps.out / ".jax_cache"))
-    for phase, jobs in (("training", training_jobs), ("adaptation", adaptation_jobs)):
-        todo = jobs(steps)
-        if todo:
-            start = time.perf_counter()
-            try:
-                wall.setdefault("jobs", {}).update(run_jobs(todo, workers, steps.out / "logs", env))
-            except JobsFailed as error:
-                sys.exit(f"error: {error}; fix the cause and call the same command again: finished runs "
-                         "are kept, stopped ones continue")
-            wall[f"{phase}_jobs"] = round(time.perf_counter() - start, 1)
+    training = training_jobs(steps)
+    todo = training + adaptation_jobs(steps, training)
+    if todo:
+        start = time.perf_counter()
+        try:
+            wall["jobs"] = run_jobs(todo, workers, steps.out / "logs", env)
+        except JobsFailed as error:
+            sys.exit(f"error: {error}; fix the cause and call the same command again: finished runs "
+                     "are kept, stopped ones continue")
+        wall["parallel_jobs"] = round(time.perf_counter() - start, 1)
 
 
 def make_figures(args) -> dict:

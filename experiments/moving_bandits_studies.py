@@ -2,7 +2,7 @@
 plot), one command each:
 
     python -m experiments.moving_bandits_studies ablations --out runs/bandit_ablations
-    python -m experiments.moving_bandits_studies sweep --out runs/bandit_sweep --seeds 3 --updates 60
+    python -m experiments.moving_bandits_studies sweep --out runs/bandit_sweep --seeds 3 --updates 50
 
 `ablations`: MLSH, MLSH without warmup (W=0, U=10: the same lifetime, sub-policies trained from a
 fresh master's first update), MLSH on the same timescale (N=1), the shared policy.
@@ -184,7 +184,8 @@ def parse_args(argv):
     parser.add_argument("--out", type=pathlib.Path, required=True,
                         help="directory of the study's runs (called again with the same arguments, it continues)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
-    parser.add_argument("--updates", type=int, default=60, help="updates per run (default 60)")
+    parser.add_argument("--updates", type=int, default=50,
+                        help="updates per run (default 50: the paper reads its bandit levels at ~50)")
     parser.add_argument("--slots", type=int, default=100, help="task slots per run (default 100)")
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS),
                         help="moving-bandits preset the variants start from (default fast)")

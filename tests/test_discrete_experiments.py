@@ -176,8 +176,13 @@ def test_discrete_figures_hands_each_unfinished_run_to_one_parallel_job(tmp_path
         (run / SUMMARY_FILE).write_text("{}")
     (tmp_path / "four_rooms" / "s1").mkdir(parents=True)
     (tmp_path / "four_rooms" / "s1" / SUMMARY_FILE).write_text("{}")
-    assert names - {job.name for job in discrete_figures.training_jobs(steps)} == {"bandit_sweep/k_4", "four_rooms/s1"}
-    assert {job.name for job in discrete_figures.adaptation_jobs(steps)} == {"adapt_bandits", "adapt_four_rooms"}
+    training = discrete_figures.training_jobs(steps)
+    assert names - {job.name for job in training} == {"bandit_sweep/k_4", "four_rooms/s1"}
+    # Each adaptation waits for the unfinished runs it adapts (bandits: MLSH and the shared policy).
+    adaptations = {job.name: job for job in discrete_figures.adaptation_jobs(steps, training)}
+    assert set(adaptations["adapt_bandits"].after) == {"bandit_ablations/mlsh", "bandit_ablations/shared_policy"}
+    assert adaptations["adapt_four_rooms"].after == ("four_rooms/s0",)
+    assert all(job.cost > 0 for job in adaptations.values())
 
 
 def test_discrete_figures_refuses_zero_workers(tmp_path):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from experiments.parallel import Job, JobsFailed, run_jobs
+from experiments.parallel import Job, JobsFailed, chain_costs, run_jobs
 
 
 def test_jobs_run_to_their_end_with_logs_and_a_failure_is_named(tmp_path):
@@ -31,3 +31,28 @@ def test_wall_times_for_every_job_and_bad_arguments_refused(tmp_path):
         run_jobs([], workers=0, log_dir=tmp_path)
     with pytest.raises(ValueError, match="unique"):
         run_jobs([Job("x", "json.tool", ()), Job("x", "json.tool", ())], workers=1, log_dir=tmp_path)
+
+
+def test_a_job_starts_after_the_jobs_it_needs_and_is_skipped_when_one_fails(tmp_path, capsys):
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text("[]")
+    bad.write_text("{not json")
+    # "late" is the cheapest job and needs "first"; two workers are free for it from the start.
+    jobs = [Job("late", "json.tool", (str(good),), cost=0.1, after=("first",)),
+            Job("first", "json.tool", (str(good),), cost=0.2),
+            Job("broken", "json.tool", (str(bad),), cost=5.0),
+            Job("needs_broken", "json.tool", (str(good),), cost=9.0, after=("broken", "not_in_this_call"))]
+    with pytest.raises(JobsFailed) as failure:
+        run_jobs(jobs, workers=2, log_dir=tmp_path / "logs")
+    assert "needs_broken (not started: needs broken)" in str(failure.value)
+    assert not (tmp_path / "logs" / "needs_broken.log").exists()
+    printed = capsys.readouterr().out
+    assert printed.index("[first: done") < printed.index("[late: started")
+
+
+def test_the_longest_chain_of_work_goes_first_and_cycles_are_refused(tmp_path):
+    jobs = [Job("big", "m", (), cost=5.0), Job("small", "m", (), cost=1.0),
+            Job("after_small", "m", (), cost=10.0, after=("small",))]
+    assert chain_costs(jobs) == {"big": 5.0, "small": 11.0, "after_small": 10.0}
+    with pytest.raises(ValueError, match="cycle"):
+        chain_costs([Job("a", "m", (), after=("b",)), Job("b", "m", (), after=("a",))])
