@@ -4,9 +4,9 @@ A command that is a sequence of experiments (`experiments.discrete_figures`) han
 `run_jobs`: each job is one `python -m MODULE ARGS...` in its own process, with its output in a log
 file, at most `workers` at a time. A job may name jobs it needs (`after`, e.g. an adaptation needs
 the runs it adapts); of the jobs whose needs are met, the one with the longest chain of work ahead
-(its own cost plus its costliest chain of dependents) starts first. On a 2-core CPU two JAX processes side by side
-do ~1.3x the work of one (each program alone keeps the cores ~80% busy; compiles are single-threaded),
-measured in docs/results_moving_bandits.md, "Regeneration time". Jobs continue where they stopped
+(its own cost plus its costliest chain of dependents) starts first. On a 2-core CPU two JAX
+processes side by side do 1.18-1.31x the work of one (measured on two days; compiles are
+single-threaded), docs/results_moving_bandits.md, "Regeneration time". Jobs continue where they stopped
 when given again (every experiment command here continues its --out).
 """
 
