@@ -165,6 +165,10 @@ class Steps:
             runs.setdefault(label, []).append((seed, config))
         return runs
 
+    def job_name(self, directory: pathlib.Path) -> str:
+        """The parallel job that trains into `directory` is named by its path under OUT."""
+        return directory.relative_to(self.out).as_posix()
+
     def four_rooms_run(self, seed: int) -> pathlib.Path:
         return self.out / "four_rooms" / f"s{seed}"
 
@@ -216,12 +220,13 @@ def training_jobs(steps: Steps) -> list[Job]:
             directory = steps.out / f"bandit_{study}" / slug(label)
             if all((directory / f"s{seed}" / SUMMARY_FILE).is_file() for seed, _ in runs):
                 continue
-            jobs.append(Job(f"bandit_{study}/{slug(label)}", moving_bandits_studies.MODULE,
+            jobs.append(Job(steps.job_name(directory), moving_bandits_studies.MODULE,
                             tuple(steps.study(study, "--methods", slug(label), "--runs-only")),
                             cost=sum(training_cost(config) for _, config in runs)))
     for seed in range(steps.seeds):
-        if not (steps.four_rooms_run(seed) / SUMMARY_FILE).is_file():
-            jobs.append(Job(f"four_rooms/s{seed}", four_rooms.MODULE, tuple(steps.four_rooms(seed)),
+        run = steps.four_rooms_run(seed)
+        if not (run / SUMMARY_FILE).is_file():
+            jobs.append(Job(steps.job_name(run), four_rooms.MODULE, tuple(steps.four_rooms(seed)),
                             cost=training_cost(steps.four_rooms_config())))
     return jobs
 
@@ -233,31 +238,29 @@ def adaptation_cost(settings: FigureSettings, runs: int, flat_baselines: int, co
     return samples * (flat_baselines + 1.0 / config.macro_duration)
 
 
-def adaptation_jobs(steps: Steps, training: list[Job]) -> list[Job]:
-    """The two adaptations not finished yet, each after the unfinished `training` jobs it adapts."""
+def adaptation_jobs(steps: Steps) -> list[Job]:
+    """The two adaptations not finished yet, each after the training jobs of the runs it adapts
+    (`run_jobs` counts those not in its call, finished earlier, as done)."""
     s, jobs = steps.settings, []
-    pending = {job.name for job in training}
-    bandit_runs = [f"bandit_ablations/{slug(label)}" for label in ("MLSH", "shared policy")]
-    four_rooms_runs = [f"four_rooms/s{seed}" for seed in range(steps.seeds)]
+    bandit_runs = [steps.job_name(steps.out / "bandit_ablations" / slug(label)) for label in ("MLSH", "shared policy")]
+    four_rooms_runs = [steps.job_name(steps.four_rooms_run(seed)) for seed in range(steps.seeds)]
     bandit_config = steps.study_runs("ablations")["MLSH"][0][1]
     for name, argv, needs, cost in (
             ("adapt_bandits", steps.adapt_bandits, bandit_runs, adaptation_cost(s, steps.seeds, 2, bandit_config)),
             ("adapt_four_rooms", steps.adapt_four_rooms, four_rooms_runs,
              adaptation_cost(s, steps.seeds, 1, steps.four_rooms_config()))):
         if not check_adapt_out(steps.out / name):
-            jobs.append(Job(name, adapt.MODULE, tuple(argv()), cost=cost,
-                            after=tuple(need for need in needs if need in pending)))
+            jobs.append(Job(name, adapt.MODULE, tuple(argv()), cost=cost, after=tuple(needs)))
     return jobs
 
 
 def run_in_workers(steps: Steps, workers: int, wall: dict) -> None:
-    """Trains every run and then adapts as parallel jobs (an adaptation starts once the runs it adapts
+    """Trains every run and adapts as parallel jobs (an adaptation starts once the runs it adapts
     are done; logs in OUT/logs), the processes sharing a compilation cache in OUT/.jax_cache unless
     JAX_COMPILATION_CACHE_DIR is set."""
     env = dict(os.environ)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(steps.out / ".jax_cache"))
-    training = training_jobs(steps)
-    todo = training + adaptation_jobs(steps, training)
+    todo = training_jobs(steps) + adaptation_jobs(steps)
     if todo:
         start = time.perf_counter()
         try:
