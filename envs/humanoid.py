@@ -15,12 +15,15 @@ as built").
 Observation (47): q[2:] (22: torso height, orientation, 17 joint angles) and qd (23), then the
 torso's (x, y). Sub-policies see the first 45 (body state only); the master also sees where it is.
 
-Reward (spec section 3; the original HumanoidSeq / HumanoidCourse): walking 0.25 * forward velocity
-of the centre of mass + 5 while the torso is at z >= 1.0, and the episode ends when it drops below;
-crawling -1.5 * forward velocity (backwards under the ceiling pays), no alive bonus, no early end;
-both pay a control cost 0.1 |controls|^2. The original's impact cost (0.5e-6 |external contact
-forces|^2, capped at 10) is left out: Brax's pipelines do not report contact forces (Brax's own
-humanoid drops it too).
+Reward (spec section 3; the original HumanoidSeq / HumanoidCourse), per env step, v the forward
+velocity of the centre of mass over the env step (its x displacement / `dt`): walking
+`WALK_VELOCITY_WEIGHT` (1.25) * v + 5 while the torso is at z >= 1.0, and the episode ends when it
+drops below; crawling -`CRAWL_VELOCITY_WEIGHT` (7.5) * v (backwards under the ceiling pays), no alive
+bonus, no early end; both pay a control cost 0.1 |controls|^2. The original pays 0.25 and 1.5 times
+the centre of mass's displacement divided by the *physics* timestep; with its frame_skip of 5
+physics steps per env step that quotient is 5 times the velocity over the env step, hence 1.25 and
+7.5 here. The original's impact cost (0.5e-6 |external contact forces|^2, capped at 10) is left
+out: Brax's pipelines do not report contact forces (Brax's own humanoid drops it too).
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ CEILING_HALF = (11.5, 11.5, 0.5)
 CRAWL_CEILING_X = (-23.5, -0.5)   # walk / crawl: behind the start (spec)
 COURSE_CEILING_X = (0.5, 23.5)    # course: behind the point where the objective turns (original xml)
 HEALTHY_Z = 1.0
-WALK_VELOCITY_WEIGHT = 0.25
-CRAWL_VELOCITY_WEIGHT = 1.5
+# Per unit of v (m/s over the env step): the original's 0.25 and 1.5 per (displacement / physics
+# timestep), times its frame_skip of 5.
+WALK_VELOCITY_WEIGHT = 1.25
+CRAWL_VELOCITY_WEIGHT = 7.5
 ALIVE_BONUS = 5.0
 CONTROL_COST = 0.1
 CONTROL_LIMIT = 0.4           # the model's actuator control range is [-0.4, 0.4]

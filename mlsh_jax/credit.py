@@ -14,11 +14,14 @@ better k did on that slot's task than the other sub-policies did, in this very u
     p_ik = softmax_k(z_ik / temperature)                        over the k active in slot i, 0 elsewhere
     w_ik = K p_ik                                               (optionally balanced: `balance`)
 
-Every sample of slot i at which k acted enters k's PPO loss with weight w_ik (the loss is a weighted
-mean, so only the relative weights within one sub-policy's data matter: a sub-policy that loses
-everywhere still trains, on the slots where it lost least). With K=2 and a low temperature nearly
-all of a slot's data goes to the sub-policy that earned more there. A slot with one active
-sub-policy gives it weight K; equal rates give equal weights.
+Every sample of slot i at which k acted enters k's PPO loss with weight w_ik. The loss is the
+weighted mean sum(w x) / sum(w) over each sub-policy's samples (`losses.ppo_loss`), so only the
+relative weights within one sub-policy's data matter, never their total: a sub-policy that loses
+every slot still trains as strongly as one that wins, on the slots where it lost least; with one
+joint slot per update (the `paper` presets) all of a sub-policy's samples carry one weight and the
+update is the paper rule's. With K=2 and a low temperature nearly all of a slot's data goes to the
+sub-policy that earned more there. A slot with one active sub-policy gives it weight K; equal rates
+give equal weights.
 
 A handover (`credit.handover_update=H`, default 30 in every preset; 0: never) uses the responsibility
 rule for updates 0..H-1 and the paper's rule from update H on: the weights only have to break the

@@ -11,7 +11,7 @@ from envs import make_env
 from envs.brax_body import geom_names
 from envs.humanoid import (CRAWL, TURN_X, WALK, CourseExtra, HumanoidCourse, HumanoidWalkCrawl, WalkCrawlTask,
                            torso_height)
-from tests.helpers.brax_states import drive, jitted_step, rollout, state_at
+from tests.helpers.brax_states import drive, jitted_step, pipeline_at, rollout, state_at
 
 
 @pytest.fixture(scope="module")
@@ -84,17 +84,44 @@ def test_walk_ends_when_the_torso_drops_below_one_and_crawl_does_not(walkcrawl):
         assert not bool(upright.terminated)
 
 
-def test_rewards_of_the_two_objectives(walkcrawl):
-    step = jitted_step(walkcrawl)
+# Worked out by hand: the spring backend steps 10 x 0.0015 s per env step.
+ENV_STEP_S = 0.015
+SHIFT_M = 0.006                      # a pure x translation of the whole body: v = 0.4 m/s
+VELOCITY = SHIFT_M / ENV_STEP_S
+
+
+def _reward(env, task, x0, x1, height=None, action=0.0, extra=()):
+    """The reward of a hand-made step: the same pose moved from x0 to x1 (torso at `height`)."""
+    velocity = ((x1 - x0) / ENV_STEP_S, 0.0)
+    before = pipeline_at(env, task, (x0, 0.0), height, velocity, extra or None)
+    after = pipeline_at(env, task, (x1, 0.0), height, velocity, extra or None)
+    return float(env.reward(task, before, after, jnp.full((17,), action), extra))
+
+
+def test_walk_pays_1_25_v_plus_the_alive_bonus_crawl_pays_7_5_v_backward(walkcrawl):
+    assert walkcrawl.dt == pytest.approx(ENV_STEP_S)
     walk, crawl = _task(WALK), _task(CRAWL)
-    forward = step(walk, state_at(walkcrawl, walk, (5.0, 0.0), (1.0, 0.0)), jnp.zeros(17), jax.random.PRNGKey(0))
-    backward = step(walk, state_at(walkcrawl, walk, (5.0, 0.0), (-1.0, 0.0)), jnp.zeros(17), jax.random.PRNGKey(0))
-    # Walking: the alive bonus 5 plus 0.25 x forward velocity (about +-1 m/s here).
-    assert 5.0 < float(forward.reward) < 5.5 and 4.5 < float(backward.reward) < 5.0
-    crawl_back = step(crawl, state_at(walkcrawl, crawl, (5.0, 0.0), (-1.0, 0.0)), jnp.zeros(17), jax.random.PRNGKey(0))
-    assert 1.0 < float(crawl_back.reward) < 2.0              # -1.5 x velocity, no alive bonus
-    pushed = step(crawl, state_at(walkcrawl, crawl, (5.0, 0.0), (-1.0, 0.0)), jnp.ones(17), jax.random.PRNGKey(0))
-    assert float(pushed.reward) < float(crawl_back.reward) - 0.2   # control cost 0.1 x 17 x 0.4^2
+    # Upright (torso at 1.001 >= 1): 1.25 v + 5; a step backward gives -1.25 v + 5.
+    assert _reward(walkcrawl, walk, 5.0, 5.0 + SHIFT_M, height=1.001) == pytest.approx(1.25 * VELOCITY + 5.0, abs=1e-3)
+    assert _reward(walkcrawl, walk, 5.0, 5.0 - SHIFT_M, height=1.001) == pytest.approx(-1.25 * VELOCITY + 5.0, abs=1e-3)
+    # Below z = 1 (0.999) the alive bonus is gone.
+    assert _reward(walkcrawl, walk, 5.0, 5.0 + SHIFT_M, height=0.999) == pytest.approx(1.25 * VELOCITY, abs=1e-3)
+    # Crawling: 7.5 v for moving backward, whatever the height; no alive bonus.
+    for height in (0.5, 1.3):
+        assert _reward(walkcrawl, crawl, 5.0, 5.0 - SHIFT_M, height=height) == pytest.approx(7.5 * VELOCITY, abs=1e-3)
+        assert _reward(walkcrawl, crawl, 5.0, 5.0 + SHIFT_M, height=height) == pytest.approx(-7.5 * VELOCITY, abs=1e-3)
+    # Control cost 0.1 |0.4 a|^2 over 17 actuators: a = 0.5 costs 0.1 x 17 x 0.04 = 0.068.
+    assert _reward(walkcrawl, crawl, 5.0, 5.0, action=0.5) == pytest.approx(-0.068, abs=1e-4)
+    assert _reward(walkcrawl, walk, 5.0, 5.0, height=1.2, action=-0.5) == pytest.approx(5.0 - 0.068, abs=1e-4)
+
+
+def test_course_pays_the_walk_reward_then_the_crawl_reward():
+    env = HumanoidCourse(episode_length=50)
+    task = env.sample_task(jax.random.PRNGKey(0))
+    walking, crawling = CourseExtra(crawling=jnp.zeros((), bool)), CourseExtra(crawling=jnp.ones((), bool))
+    assert _reward(env, task, 5.0, 5.0 + SHIFT_M, height=1.1, extra=walking) == pytest.approx(
+        1.25 * VELOCITY + 5.0, abs=1e-3)
+    assert _reward(env, task, 5.0, 5.0 - SHIFT_M, height=1.1, extra=crawling) == pytest.approx(7.5 * VELOCITY, abs=1e-3)
 
 
 def test_kinds_of_task_are_the_objectives(walkcrawl):

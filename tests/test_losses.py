@@ -208,3 +208,83 @@ def test_grouped_ppo_loss_is_the_sum_of_each_groups_own_loss():
         np.testing.assert_allclose(metrics[name], ref_metrics[name], rtol=1e-4, atol=1e-6)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+class LogProbIsTheOutput:
+    """A stand-in action distribution whose parameter is the log-probability of the taken action, so
+    a test sets every sample's ratio exp(new - old) directly."""
+
+    def log_prob(self, params, actions):
+        return params[..., 0]
+
+    def entropy(self, params):
+        return jnp.zeros(params.shape[:-1])
+
+
+def _direct_ratio_loss(log_probs, advantages, weights, clip_eps=0.2, groups=None, num_groups=1, values=None,
+                       old_values=None, returns=None, value_clip=0.0, value_coef=0.0):
+    """ppo_loss where params["log_prob"] [n] are the new log-probabilities (old ones 0)."""
+    n = advantages.shape[0]
+    zeros = jnp.zeros(n)
+    batch = PPOBatch(obs=jnp.zeros((n, 1)), actions=jnp.zeros(n, jnp.int32), log_probs=zeros,
+                     values=zeros if old_values is None else old_values, advantages=advantages,
+                     returns=zeros if returns is None else returns, group=groups)
+    apply_fn = lambda p, obs: (p["log_prob"][:, None], p["value"])
+    params = {"log_prob": log_probs, "value": zeros if values is None else values}
+    loss = lambda p: ppo_loss(p, batch, weights, apply_fn=apply_fn, distribution=LogProbIsTheOutput(),
+                              clip_eps=clip_eps, value_clip=value_clip, entropy_coef=0.0, value_coef=value_coef,
+                              num_groups=num_groups)
+    return jax.value_and_grad(loss, has_aux=True)(params)
+
+
+def test_clipped_objective_below_inside_and_above_the_clip_range_for_both_signs():
+    # Ratios 0.5 (below 1 - 0.2), 1.1 (inside), 1.5 (above 1 + 0.2), once with advantage +1 and once
+    # with -1 (four of each: the weighted normalisation leaves them at +-1).
+    ratios = np.array([0.5, 1.1, 1.5, 1.0, 0.5, 1.1, 1.5, 1.0])
+    advantages = jnp.array([1.0] * 4 + [-1.0] * 4)
+    (loss, metrics), grads = _direct_ratio_loss(jnp.log(jnp.asarray(ratios, jnp.float32)), advantages, jnp.ones(8))
+    # By hand: A > 0: min(r, clip(r)) = 0.5, 1.1, 1.2, 1.0; A < 0: min(-r, -clip(r)) = -0.8, -1.1, -1.5, -1.0.
+    surrogate = np.array([0.5, 1.1, 1.2, 1.0, -0.8, -1.1, -1.5, -1.0])
+    assert float(metrics["policy_loss"]) == pytest.approx(-surrogate.mean(), abs=1e-5)
+    assert float(loss) == pytest.approx(-surrogate.mean(), abs=1e-5)
+    # The gradient w.r.t. each log-ratio: -A r / n where the objective follows the ratio, 0 where clipped.
+    expected = -np.array([0.5, 1.1, 0.0, 1.0, 0.0, -1.1, -1.5, -1.0]) / 8
+    np.testing.assert_allclose(grads["log_prob"], expected, atol=1e-6)
+    assert float(metrics["clip_fraction"]) == pytest.approx(4 / 8)
+
+
+def test_clipped_value_loss_takes_the_larger_error():
+    # Old value 0, target 1, clip 0.2: a new value 0.5 is clipped to 0.2 (error 0.64 > 0.25); a new
+    # value 0.1 is inside (error 0.81 either way). 0.5 x mean(0.64, 0.81).
+    (_, metrics), _ = _direct_ratio_loss(jnp.zeros(2), jnp.array([1.0, -1.0]), jnp.ones(2),
+                                         values=jnp.array([0.5, 0.1]), returns=jnp.ones(2), value_clip=0.2,
+                                         value_coef=1.0)
+    assert float(metrics["value_loss"]) == pytest.approx(0.5 * (0.64 + 0.81) / 2, abs=1e-6)
+
+
+@pytest.mark.parametrize("scale", [0.0025, 1.0, 40.0])
+def test_only_the_ratios_of_the_weights_matter_whatever_their_total(scale):
+    """The loss is sum(w x) / sum(w): weights whose total is below 1 (a sub-policy that lost every
+    slot; one slot's data) train it as strongly as the same weights scaled up."""
+    rng = np.random.default_rng(0)
+    log_probs = jnp.asarray(rng.normal(scale=0.3, size=12), jnp.float32)
+    advantages = jnp.asarray(rng.normal(size=12), jnp.float32)
+    relative = jnp.asarray(rng.uniform(0.2, 2.0, size=12), jnp.float32)
+    groups = jnp.array([0, 1] * 6, jnp.int32)
+    (loss, metrics), grads = _direct_ratio_loss(log_probs, advantages, scale * relative, groups=groups, num_groups=2)
+    # Reference: each group's own weighted mean of the clipped surrogate, advantages normalised over it.
+    ratio, w, adv = np.exp(np.asarray(log_probs)), np.asarray(relative), np.asarray(advantages)
+    for k in (0, 1):
+        mine = np.asarray(groups) == k
+        mean = np.sum(w[mine] * adv[mine]) / np.sum(w[mine])
+        std = np.sqrt(np.sum(w[mine] * (adv[mine] - mean) ** 2) / np.sum(w[mine]))
+        a = (adv[mine] - mean) / (std + 1e-8)
+        surrogate = np.minimum(ratio[mine] * a, np.clip(ratio[mine], 0.8, 1.2) * a)
+        assert float(metrics["policy_loss"][k]) == pytest.approx(-np.sum(w[mine] * surrogate) / np.sum(w[mine]),
+                                                                 abs=1e-5)
+    (_, unit_metrics), unit_grads = _direct_ratio_loss(log_probs, advantages, relative, groups=groups, num_groups=2)
+    np.testing.assert_allclose(grads["log_prob"], unit_grads["log_prob"], rtol=1e-4, atol=1e-7)
+    # A group whose weights are all 0 contributes nothing.
+    (_, silent), silent_grads = _direct_ratio_loss(log_probs, advantages, scale * relative * (groups == 0),
+                                                   groups=groups, num_groups=2)
+    assert float(silent["policy_loss"][1]) == 0.0 and float(jnp.abs(silent_grads["log_prob"][1::2]).max()) == 0.0

@@ -63,3 +63,21 @@ def drive(env, task, state, num_steps, action):
         state = step(task, state, action, jax.random.PRNGKey(i))
         xs.append(np.asarray(state.inner.pipeline.x.pos[0, :2]))
     return state, np.stack(xs)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_pipeline_at(env):
+    def at(system, xy, height, velocity):
+        q, qd = env.start_pose(jax.random.PRNGKey(0), xy=xy)
+        q = jnp.where(jnp.isnan(height), q, q.at[2].set(height))
+        return env.pipeline.init(system, q, qd.at[:2].set(velocity))
+    return jax.jit(at)
+
+
+def pipeline_at(env, task, xy, height=None, velocity=(0.0, 0.0), extra=None):
+    """The physics state of a hand-made pose (the one `state_at` builds, compiled once per env): the
+    start pose drawn with key 0 placed at `xy`, torso at `height` if given, moving at `velocity`."""
+    system = env.task_system(task) if extra is None else env.task_system(task, extra)
+    return _jitted_pipeline_at(env)(system, jnp.asarray(xy, jnp.float32),
+                                    jnp.float32(jnp.nan if height is None else height),
+                                    jnp.asarray(velocity, jnp.float32))
