@@ -8,7 +8,7 @@ import pytest
 
 from envs import make_env
 from envs.brax_body import PARKED_Z
-from tests.helpers.brax_states import drive, rollout, state_at
+from tests.helpers.brax_states import drive, pipeline_at, rollout, state_at
 from envs.ant_maze import CELL_X, CELL_Y, LAYOUTS, SPLITS, AntMaze, layout_blocks
 from envs.ant_obstacles import ENEMY_ZONE, JOINT_RESET_EVERY, AntObstacleCourse
 from envs.ant_twowalk import AntTwoWalk
@@ -138,3 +138,46 @@ def test_joints_reset_every_300_steps_keeping_x_and_y():
     assert np.abs(before_q[7:] - init_q[7:]).max() > env.reset_noise  # they had moved away
     np.testing.assert_allclose(after_q[:2], before_q[:2], atol=0.15)
     assert np.all(np.asarray(state.inner.pipeline.qd) == 0)
+
+
+# Worked out by hand: the spring backend steps 10 x 0.005 s per env step.
+ANT_STEP_S = 0.05
+
+
+def _ant_reward(env, task, xy0, xy1, action=0.0):
+    """The reward of a hand-made step: the initial pose moved from xy0 to xy1 in one env step."""
+    velocity = tuple((np.asarray(xy1) - np.asarray(xy0)) / ANT_STEP_S)
+    extra = env.initial_extra(task, jax.random.PRNGKey(0))
+    before = pipeline_at(env, task, xy0, velocity=velocity)
+    after = pipeline_at(env, task, xy1, velocity=velocity)
+    return float(env.reward(task, before, after, jnp.full((8,), action), extra))
+
+
+def test_maze_pays_the_velocity_toward_the_goal_minus_the_control_cost(maze):
+    assert maze.dt == pytest.approx(ANT_STEP_S)
+    east = maze.task_for(4)                                   # goal (48, 0), straight east of (10, 0)
+    assert _ant_reward(maze, east, (10.0, 0.0), (10.05, 0.0)) == pytest.approx(1.0, abs=1e-4)
+    assert _ant_reward(maze, east, (10.0, 0.0), (9.95, 0.0)) == pytest.approx(-1.0, abs=1e-4)
+    assert _ant_reward(maze, east, (10.0, 0.0), (10.0, 0.05)) == pytest.approx(0.0, abs=1e-4)
+    # Control cost 0.1 |a|^2 over 8 joints, actions clipped to [-1, 1]: 0.2 at a = 0.5, 0.8 at a = 2.
+    assert _ant_reward(maze, east, (10.0, 0.0), (10.05, 0.0), action=0.5) == pytest.approx(0.8, abs=1e-4)
+    assert _ant_reward(maze, east, (10.0, 0.0), (10.0, 0.0), action=-2.0) == pytest.approx(-0.8, abs=1e-4)
+    # Layout 0's goal (8, 24) seen from (2, 0): direction (6, 24) / |(6, 24)|.
+    toward = np.dot([0.03, 0.04], np.array([6.0, 24.0]) / np.hypot(6.0, 24.0)) / ANT_STEP_S
+    assert _ant_reward(maze, maze.task_for(0), (2.0, 0.0), (2.03, 0.04)) == pytest.approx(toward, abs=1e-4)
+
+
+def test_twowalk_pays_minus_the_root_of_the_distance_to_its_goal_over_3000():
+    env = AntTwoWalk()
+    east, north = (jax.tree.map(lambda x: jnp.asarray(goal, x.dtype), env.sample_task(jax.random.PRNGKey(0)))
+                   for goal in (0, 1))
+    assert _ant_reward(env, east, (2.0, 0.0), (2.0, 0.0)) == pytest.approx(-np.sqrt(3.0) / 3000, rel=1e-4)
+    assert _ant_reward(env, north, (2.0, 0.0), (2.0, 0.0)) == pytest.approx(-29.0 ** 0.25 / 3000, rel=1e-4)
+    assert _ant_reward(env, north, (0.0, 5.0), (0.0, 5.0)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_obstacle_course_pays_one_within_root_30_of_its_goal_and_nothing_outside():
+    env = AntObstacleCourse()
+    task = env.sample_task(jax.random.PRNGKey(0))
+    for xy, paid in (((30.0, -35.0), 1.0), ((32.0, -32.0), 1.0), ((29.0, -35.0), 0.0), ((-35.0, 15.0), 0.0)):
+        assert _ant_reward(env, task, xy, xy) == paid, xy

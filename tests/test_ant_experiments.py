@@ -105,7 +105,8 @@ def test_obstacles_trains_masters_over_the_transferred_subpolicies(twowalk_run, 
                                   "--subs-from", str(source)])
     assert "baseline_flat_ppo" in summary and (out / "flat_ppo" / "metrics.csv").is_file()
     for progress in (summary["progress"], summary["baseline_flat_ppo"]["progress"]):
-        # The smoke course is 40 steps long: the ant stays near its start, ~86 m from the goal.
+        # The smoke course is 40 steps long: the ant stays near its start, ~86 m from the goal, where
+        # the course pays nothing (tests/test_ant_envs.py: it pays 1 inside the goal's radius).
         assert progress["episodes"] == 2 and 80 < progress["closest_distance_mean"] <= progress["start_distance"]
         assert progress["episodes_with_reward"] == 0.0 and progress["mean_return"] == 0.0
     course, walked = load_run(out), load_run(source)

@@ -68,15 +68,15 @@ def drive(env, task, state, num_steps, action):
 @functools.lru_cache(maxsize=None)
 def _jitted_pipeline_at(env):
     def at(system, xy, height, velocity):
-        q, qd = env.start_pose(jax.random.PRNGKey(0), xy=xy)
+        q = jnp.asarray(env.sys.init_q).at[:2].set(xy)
         q = jnp.where(jnp.isnan(height), q, q.at[2].set(height))
-        return env.pipeline.init(system, q, qd.at[:2].set(velocity))
+        return env.pipeline.init(system, q, jnp.zeros(env.sys.qd_size()).at[:2].set(velocity))
     return jax.jit(at)
 
 
 def pipeline_at(env, task, xy, height=None, velocity=(0.0, 0.0), extra=None):
-    """The physics state of a hand-made pose (the one `state_at` builds, compiled once per env): the
-    start pose drawn with key 0 placed at `xy`, torso at `height` if given, moving at `velocity`."""
+    """The physics state of a hand-made pose, compiled once per env: the model's initial pose
+    without noise, its root at `xy` (and at `height` if given), moving at `velocity` (m/s in x, y)."""
     system = env.task_system(task) if extra is None else env.task_system(task, extra)
     return _jitted_pipeline_at(env)(system, jnp.asarray(xy, jnp.float32),
                                     jnp.float32(jnp.nan if height is None else height),
