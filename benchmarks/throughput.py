@@ -109,7 +109,7 @@ def measure_rejax(num_slots: int, repeats: int) -> dict:
         eval_freq=steps_per_iteration, learning_rate=config.sub.learning_rate,
         gamma=config.sub.discount, gae_lambda=config.sub.gae_lambda, clip_eps=config.sub.clip_eps,
         ent_coef=0.0, vf_coef=1.0, normalize_observations=True, skip_initial_evaluation=True,
-        agent_kwargs={"activation": "tanh", "hidden_layer_sizes": tuple(config.hidden_sizes)},
+        agent_kwargs={"activation": "tanh", "hidden_layer_sizes": tuple(config.sub_network.policy_hidden_sizes)},
     )
     # One training iteration per call, continuing from the previous state, with no evaluation
     # rollouts (rejax runs ceil(eval_freq / iteration steps) iterations between evaluations).

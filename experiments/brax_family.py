@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from experiments import common
-from mlsh_jax.config import MLSHConfig, PPOConfig
+from mlsh_jax.config import MLSHConfig, NetworkConfig, PPOConfig
 
 # Env steps per second of MLSH training, measured with `python -m benchmarks.throughput --family
 # ant|humanoid` on idle cores (docs/benchmarks.md): used only to print a run-time estimate before a run
@@ -55,7 +55,9 @@ def smoke_settings(env: str, num_subpolicies: int, **changes) -> MLSHConfig:
     config = dataclasses.replace(
         paper_settings(env, num_subpolicies, episode_length=40),
         macro_duration=10, warmup_updates=1, joint_updates=1, num_slots=2, steps_per_slot=40,
-        envs_per_slot=2, num_updates=2, checkpoint_every=1, hidden_sizes=(32, 32),
+        envs_per_slot=2, num_updates=2, checkpoint_every=1,
+        master_network=NetworkConfig(policy_hidden_sizes=(32, 32), value_hidden_sizes=(32, 32)),
+        sub_network=NetworkConfig(policy_hidden_sizes=(32, 32), value_hidden_sizes=(32, 32)),
         master=PPOConfig(learning_rate=0.01, num_minibatches=2, epochs=2),
         sub=PPOConfig(learning_rate=3e-4, num_minibatches=2, epochs=2),
     )

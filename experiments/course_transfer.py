@@ -16,6 +16,7 @@ from typing import Callable
 import jax
 
 from experiments import brax_family, common, plots
+from experiments.usage import config_fields
 from mlsh_jax.config import MLSHConfig
 from mlsh_jax.distributed import is_main_process
 from mlsh_jax.evaluation import run_hierarchy, run_subpolicy
@@ -127,8 +128,8 @@ def run_course_transfer(module: str, title: str, env: str, presets: dict, argv, 
             source = load_config(args.subs_from)
         except RunLoadError as error:
             raise TransferError(f"--subs-from {args.subs_from}: {error}") from None
-        args.overrides = [f"num_subpolicies={source.num_subpolicies}",
-                          f"hidden_sizes={','.join(map(str, source.hidden_sizes))}",
+        source_networks = [f"{name}={value}" for name, _, value in config_fields(source.sub_network, "sub_network.")]
+        args.overrides = [f"num_subpolicies={source.num_subpolicies}", *source_networks,
                           f"subpolicy_observation={source.subpolicy_observation}"] + list(args.overrides)
         config, out, updates_done = common.resolve_run(env, args, presets)
         trainer = Trainer(config)

@@ -34,6 +34,10 @@ class PPOConfig:
       max_grad_norm: global-norm gradient clip (0 disables).
       discount: gamma.
       gae_lambda: GAE lambda.
+      advantage_normalization: "minibatch": advantages are standardised over each minibatch (per
+        sub-policy, pooled over the task slots); "slot": over each task slot's whole batch (per
+        sub-policy), before minibatching, as the original normalised per worker, i.e. per task, so
+        that tasks with different reward levels do not shift each other's advantages.
     """
 
     learning_rate: float = 3e-4
@@ -47,6 +51,7 @@ class PPOConfig:
     max_grad_norm: float = 0.0
     discount: float = 0.99
     gae_lambda: float = 0.98
+    advantage_normalization: str = "minibatch"
 
     def minibatches_for(self, batch_size: int) -> int:
         """Number of minibatches per epoch for a batch of `batch_size` samples."""
@@ -70,6 +75,104 @@ class PPOConfig:
         _require(self.max_grad_norm >= 0, f"{prefix}.max_grad_norm", self.max_grad_norm, "a number >= 0")
         _require(0 < self.discount <= 1, f"{prefix}.discount", self.discount, "a number in (0, 1]")
         _require(0 <= self.gae_lambda <= 1, f"{prefix}.gae_lambda", self.gae_lambda, "a number in [0, 1]")
+        _require(self.advantage_normalization in ADVANTAGE_NORMALIZATIONS, f"{prefix}.advantage_normalization",
+                 self.advantage_normalization, " or ".join(repr(a) for a in ADVANTAGE_NORMALIZATIONS))
+
+
+ACTIVATIONS = ("tanh", "swish", "relu", "elu")
+CONTINUOUS_DISTRIBUTIONS = ("gaussian", "tanh_gaussian")
+ADVANTAGE_NORMALIZATIONS = ("minibatch", "slot")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """The networks of one role (the masters, or the sub-policies / shared policy): a policy and a
+    value MLP with no shared layers. Two recipes side by side: `NetworkConfig.paper()` (the default)
+    and `NetworkConfig.locomotion()`.
+
+    Attributes:
+      policy_hidden_sizes: hidden layers of the policy MLP.
+      value_hidden_sizes: hidden layers of the value MLP.
+      activation: one of `ACTIVATIONS`.
+      distribution: continuous actions only (the masters always choose with a categorical):
+        "gaussian", a diagonal Gaussian with a state-independent learned log std, unsquashed and
+        clipped by the env (the paper's PPO); "tanh_gaussian", a state-dependent std and tanh
+        squashing (brax's PPO).
+      initial_log_std: starting log std of "gaussian".
+      value_sees_whole_observation: the sub-policies' value net sees the whole observation (e.g.
+        the ant's position) while their policy sees only the env's sub-policy view; a value that
+        knows where the body is can predict a position-dependent reward. No effect on masters, or
+        when `MLSHConfig.subpolicy_observation` is "full" already.
+    """
+
+    policy_hidden_sizes: tuple[int, ...] = (64, 64)
+    value_hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    distribution: str = "gaussian"
+    initial_log_std: float = -0.5
+    value_sees_whole_observation: bool = False
+
+    @classmethod
+    def paper(cls) -> "NetworkConfig":
+        """The paper's networks: 2x64 tanh policy and value, unsquashed Gaussian from log std -0.5."""
+        return cls()
+
+    @classmethod
+    def locomotion(cls) -> "NetworkConfig":
+        """Brax PPO's locomotion networks: policy 4x32 and value 5x256, swish, tanh-squashed Gaussian."""
+        return cls(policy_hidden_sizes=(32, 32, 32, 32), value_hidden_sizes=(256,) * 5, activation="swish",
+                   distribution="tanh_gaussian")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NetworkConfig":
+        """Inverse of `dataclasses.asdict` (lists back to tuples)."""
+        data = dict(data)
+        for name in ("policy_hidden_sizes", "value_hidden_sizes"):
+            if name in data:
+                data[name] = tuple(data[name])
+        return cls(**data)
+
+    def validate(self, prefix: str) -> None:
+        """Checks the values; `prefix` names this role in error messages (e.g. `sub_network`)."""
+        for name in ("policy_hidden_sizes", "value_hidden_sizes"):
+            sizes = getattr(self, name)
+            _require(len(sizes) >= 1 and all(isinstance(h, int) and h >= 1 for h in sizes), f"{prefix}.{name}",
+                     sizes, "one or more integers >= 1 (comma-separated)")
+        _require(self.activation in ACTIVATIONS, f"{prefix}.activation", self.activation,
+                 " or ".join(repr(a) for a in ACTIVATIONS))
+        _require(self.distribution in CONTINUOUS_DISTRIBUTIONS, f"{prefix}.distribution", self.distribution,
+                 " or ".join(repr(d) for d in CONTINUOUS_DISTRIBUTIONS))
+        _require(-10 <= self.initial_log_std <= 2, f"{prefix}.initial_log_std", self.initial_log_std,
+                 "a number in [-10, 2]")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskShaping:
+    """Documented deviations of the Brax body tasks from the original's rewards, off by default and
+    in every `paper` preset (the discrete envs take none).
+
+    Attributes:
+      alive_bonus: added to the reward at every step the body is upright (the ant: torso height in
+        [0.2, 1.0] and not upside down, as Brax's ant pays 1 per healthy step).
+      end_when_fallen: the episode ends (a termination, not a time limit) at the first step the body
+        is not upright, as Brax's ant ends; a flipped ant's further samples teach nothing.
+    """
+
+    alive_bonus: float = 0.0
+    end_when_fallen: bool = False
+
+    @property
+    def is_default(self) -> bool:
+        """True when the tasks are the original's (no shaping)."""
+        return self == TaskShaping()
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of a Brax body env's constructor ({} when there is no shaping)."""
+        return {} if self.is_default else dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Checks the values (field names prefixed `shaping.`)."""
+        _require(0 <= self.alive_bonus <= 100, "shaping.alive_bonus", self.alive_bonus, "a number in [0, 100]")
 
 
 CREDIT_RULES = ("paper", "responsibility")
@@ -142,7 +245,8 @@ class MLSHConfig:
       steps_per_slot: D, env steps gathered per slot per update.
       envs_per_slot: E, parallel env copies per slot (D / E steps each per update).
       num_updates: updates in the whole run.
-      hidden_sizes: hidden layers of every policy and value MLP (tanh).
+      master_network: the masters' networks (`NetworkConfig`; the paper's 2x64 tanh by default).
+      sub_network: the sub-policies' (or the shared policy's) networks and action distribution.
       random_master_action_prob: probability that the master's choice is replaced by a uniform one.
       obs_clip: normalised observations are clipped to +-obs_clip.
       reward_scale: rewards are multiplied by this in the PPO targets of masters and sub-policies
@@ -150,6 +254,10 @@ class MLSHConfig:
         where value errors at the network's initial scale would drown the advantages.
       master: PPO settings of the master policies.
       sub: PPO settings of the sub-policies (or of the shared policy).
+      bootstrap_at_switch: the sub-policies' GAE treats a step after which the master hands over to
+        another sub-policy as a cut: bootstrapped with the acting sub-policy's own value of the next
+        state, not continued with another sub-policy's values and advantages.
+      shaping: documented deviations of the Brax tasks' rewards (`TaskShaping`; none by default).
       credit: how the sub-policy update shares each joint slot's data among the sub-policies
         (`CreditConfig`; default the responsibility rule, `credit.rule=paper` for the paper's).
       seed: PRNG seed.
@@ -176,13 +284,16 @@ class MLSHConfig:
     steps_per_slot: int = 2000
     envs_per_slot: int = 40
     num_updates: int = 300
-    hidden_sizes: tuple[int, ...] = (64, 64)
+    master_network: NetworkConfig = NetworkConfig()
+    sub_network: NetworkConfig = NetworkConfig()
     random_master_action_prob: float = 0.1
     obs_clip: float = 5.0
     reward_scale: float = 1.0
     master: PPOConfig = PPOConfig(learning_rate=0.01, num_minibatches=0, minibatch_size=64)
     sub: PPOConfig = PPOConfig(learning_rate=3e-4, num_minibatches=15)
     credit: CreditConfig = CreditConfig()
+    bootstrap_at_switch: bool = False
+    shaping: TaskShaping = TaskShaping()
     seed: int = 0
     checkpoint_every: int = 50
     keep_checkpoints: int = 3
@@ -276,8 +387,9 @@ class MLSHConfig:
         _require(self.rollout_length % self.macro_duration == 0, "steps_per_slot / envs_per_slot",
                  self.rollout_length, f"a multiple of macro_duration={self.macro_duration}")
         _require(self.num_updates >= 1, "num_updates", self.num_updates, "an integer >= 1")
-        _require(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes), "hidden_sizes",
-                 self.hidden_sizes, "one or more integers >= 1")
+        self.master_network.validate("master_network")
+        self.sub_network.validate("sub_network")
+        self.shaping.validate()
         _require(0 <= self.random_master_action_prob <= 1, "random_master_action_prob",
                  self.random_master_action_prob, "a number in [0, 1]")
         _require(self.obs_clip > 0, "obs_clip", self.obs_clip, "a number > 0")
@@ -299,7 +411,7 @@ class MLSHConfig:
     def from_dict(cls, data: dict[str, Any]) -> "MLSHConfig":
         """Inverse of `to_dict`; unknown keys are an error."""
         data = dict(data)
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)} - {"hidden_sizes"}
         if unknown:
             raise ConfigError(f"unknown configuration fields: {', '.join(sorted(unknown))}")
         for level in ("master", "sub"):
@@ -311,8 +423,16 @@ class MLSHConfig:
             data["credit"] = CreditConfig(**{"handover_update": 0, **data["credit"]})
         else:
             data["credit"] = PAPER_CREDIT
-        if "hidden_sizes" in data:
-            data["hidden_sizes"] = tuple(data["hidden_sizes"])
+        # One stored before the network recipes existed used `hidden_sizes` for every tanh MLP.
+        legacy_sizes = data.pop("hidden_sizes", None)
+        for role in ("master_network", "sub_network"):
+            if isinstance(data.get(role), dict):
+                data[role] = NetworkConfig.from_dict(data[role])
+            elif legacy_sizes is not None:
+                data[role] = NetworkConfig(policy_hidden_sizes=tuple(legacy_sizes),
+                                           value_hidden_sizes=tuple(legacy_sizes))
+        if isinstance(data.get("shaping"), dict):
+            data["shaping"] = TaskShaping(**data["shaping"])
         return cls(**data)
 
 

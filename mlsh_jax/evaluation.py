@@ -32,18 +32,19 @@ def run_subpolicy(
     """
     env = trainer.env
     params = jax.tree.map(lambda x: x[sub_index], to_host(state.subs.params))
-    obs_stats, tasks = to_host(state.obs_stats), jax.device_get(tasks)
+    sub_stats, tasks = to_host(Trainer.subpolicy_stats(state)), jax.device_get(tasks)
     num_tasks = jax.tree.leaves(tasks)[0].shape[0]
     reset_key, run_key = jax.random.split(key)
     start = jax.vmap(env.reset)(tasks, jax.random.split(reset_key, num_tasks))
 
     def step(env_state, step_key):
         action_key, env_key = jax.random.split(step_key)
-        obs = trainer.subpolicy_view(trainer.normalize(obs_stats, env_state.obs))
+        obs = trainer.subpolicy_input(sub_stats, env_state.obs)
         distribution = trainer.sub_model.distribution
         dist_params = trainer.sub_model.apply(params, obs, method=ActorCritic.dist_params)
         action = distribution.mode(dist_params) if greedy else distribution.sample(action_key, dist_params)
-        next_state = jax.vmap(env.step)(tasks, env_state, action, jax.random.split(env_key, num_tasks))
+        next_state = jax.vmap(env.step)(tasks, env_state, distribution.to_env(action),
+                                        jax.random.split(env_key, num_tasks))
         return next_state, next_state
 
     _, trajectory = jax.lax.scan(step, start, jax.random.split(run_key, env.episode_length))
@@ -67,6 +68,7 @@ def run_hierarchy(
     env, cfg = trainer.env, trainer.config
     master, sub = trainer.master_model, trainer.sub_model
     sub_params, obs_stats = to_host(state.subs.params), to_host(state.obs_stats)
+    sub_stats = to_host(Trainer.subpolicy_stats(state))
     master_params, tasks = jax.device_get((master_params, tasks))
     num_tasks = jax.tree.leaves(tasks)[0].shape[0]
     reset_key, run_key = jax.random.split(key)
@@ -83,10 +85,10 @@ def run_hierarchy(
         master_out = jax.vmap(lambda p, o: master.apply(p, o, method=ActorCritic.dist_params))(master_params, obs)
         sub_index = jnp.where(t % cfg.macro_duration == 0, pick(master.distribution, master_out, master_key),
                               sub_index)
-        all_params = jax.vmap(lambda p: sub.apply(p, trainer.subpolicy_view(obs), method=ActorCritic.dist_params))(
-            sub_params)
+        sub_obs = trainer.subpolicy_input(sub_stats, env_state.obs)
+        all_params = jax.vmap(lambda p: sub.apply(p, sub_obs, method=ActorCritic.dist_params))(sub_params)
         dist_params = jnp.take_along_axis(all_params, sub_index[None, :, None], axis=0)[0]
-        action = pick(sub.distribution, dist_params, action_key)
+        action = sub.distribution.to_env(pick(sub.distribution, dist_params, action_key))
         next_state = jax.vmap(env.step)(tasks, env_state, action, jax.random.split(env_key, num_tasks))
         return (next_state, sub_index), (next_state, sub_index)
 

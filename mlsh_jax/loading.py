@@ -57,14 +57,15 @@ class LoadedRun:
           key: sample actions with this key; None takes the most likely actions.
 
         Returns:
-          PolicyOutput(action of sub-policy `sub_index` [...], master choice of sub-policy [...]).
+          PolicyOutput(action of sub-policy `sub_index` [...] as the env receives it (a tanh-squashed
+          policy's action squashed), master choice of sub-policy [...]).
         """
         obs = jnp.asarray(obs, jnp.float32)
         normalized = self.trainer.normalize(self.state.obs_stats, obs)
         sub_index = jnp.broadcast_to(jnp.asarray(sub_index, jnp.int32), obs.shape[:-1])
         if jnp.any((sub_index < 0) | (sub_index >= self.config.num_subpolicies)):
             raise ValueError(f"sub_index must be in [0, {self.config.num_subpolicies}), got {sub_index}")
-        sub_obs = self.trainer.subpolicy_view(normalized)
+        sub_obs = self.trainer.subpolicy_input(self.trainer.subpolicy_stats(self.state), obs)
         params_of = lambda params: self.trainer.sub_model.apply(params, sub_obs, method=ActorCritic.dist_params)
         all_params = jax.vmap(params_of)(self.state.subs.params)          # [K, ..., P]
         dist_params = jnp.take_along_axis(all_params, sub_index[None, ..., None], axis=0)[0]
@@ -78,7 +79,8 @@ class LoadedRun:
             master = self.trainer.master_model
             master_logits = master.apply(master_params, normalized, method=ActorCritic.dist_params)
             master_choice = _pick(master.distribution, master_logits, master_key)
-        return PolicyOutput(action=_pick(self.trainer.sub_model.distribution, dist_params, key),
+        distribution = self.trainer.sub_model.distribution
+        return PolicyOutput(action=distribution.to_env(_pick(distribution, dist_params, key)),
                             master_choice=master_choice)
 
 

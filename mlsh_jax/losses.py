@@ -76,13 +76,33 @@ class PPOBatch:
     group: jax.Array | None = None
 
 
-def _weighted_mean(x: jax.Array, weights: jax.Array, group: jax.Array | None, num_groups: int) -> jax.Array:
-    """Weighted mean of `x` [...] (a scalar), or one per group [num_groups] when `group` [...] is given."""
-    if group is None:
-        return jnp.sum(x * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+def _weighted_mean(x: jax.Array, weights: jax.Array, group: jax.Array | None, num_groups: int,
+                   floor: float = 0.0) -> jax.Array:
+    """Weighted mean sum(w x) / max(sum(w), floor) of `x` [...] (a scalar), or one per group
+    [num_groups] when `group` [...] is given; 0 where the weights sum to 0. With the default floor 0
+    only the ratios of the weights matter, not their total."""
     terms = jnp.stack([x * weights, weights], axis=-1).reshape(-1, 2)
-    sums = jax.ops.segment_sum(terms, group.reshape(-1), num_groups)                # [num_groups, 2]
-    return sums[:, 0] / jnp.maximum(sums[:, 1], 1.0)
+    if group is None:
+        sums = jnp.sum(terms, axis=0)                                                 # [2]
+    else:
+        sums = jax.ops.segment_sum(terms, group.reshape(-1), num_groups)            # [num_groups, 2]
+    total = sums[..., 1]
+    return sums[..., 0] / jnp.where(total > 0, jnp.maximum(total, floor), 1.0)
+
+
+def standardize(advantages: jax.Array, weights: jax.Array, group: jax.Array | None = None,
+                num_groups: int = 1, weight_floor: float = 0.0) -> jax.Array:
+    """Advantages [...] standardised to weighted mean 0 and std 1 over all samples, or over each
+    group's samples when `group` [...] (ints in [0, num_groups)) is given; `weights` [...] >= 0.
+    The weighted means divide by max(total weight, `weight_floor`): with the default 0 (the PPO
+    loss's minibatch normalisation) any weights are standardised exactly, whatever their total; a
+    floor of 1 standardises a group whose weights total less than 1 as if the missing weight were
+    samples at 0."""
+    mean = functools.partial(_weighted_mean, weights=weights.astype(advantages.dtype), group=group,
+                             num_groups=num_groups, floor=weight_floor)
+    per_sample = (lambda g: g) if group is None else (lambda g: g[group])
+    centred = advantages - per_sample(mean(advantages))
+    return centred / (per_sample(jnp.sqrt(mean(jnp.square(centred)))) + 1e-8)
 
 
 def ppo_loss(
@@ -97,10 +117,12 @@ def ppo_loss(
     entropy_coef: float,
     value_coef: float,
     num_groups: int = 1,
+    normalize_advantages: bool = True,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped PPO loss with a clipped value loss, averaged over samples with `weights` [...].
 
-    A sample of weight 0 contributes nothing; advantages are normalised over the weighted samples.
+    A sample of weight 0 contributes nothing; advantages are normalised over the weighted samples
+    (unless `normalize_advantages` is False: the batch's advantages were standardised already).
     `apply_fn(params, obs)` returns `(distribution parameters, values)` for `distribution`
     (categorical or Gaussian) for every sample.
 
@@ -120,9 +142,10 @@ def ppo_loss(
     dist_params, values = apply_fn(params, batch.obs)
     new_log_probs = distribution.log_prob(dist_params, batch.actions)
 
-    adv_mean = mean(batch.advantages)
-    adv_std = jnp.sqrt(mean(jnp.square(batch.advantages - per_sample(adv_mean))))
-    advantages = (batch.advantages - per_sample(adv_mean)) / (per_sample(adv_std) + 1e-8)
+    if normalize_advantages:
+        advantages = standardize(batch.advantages, weights, batch.group, num_groups)
+    else:
+        advantages = batch.advantages
 
     log_ratio = new_log_probs - batch.log_probs
     ratio = jnp.exp(log_ratio)

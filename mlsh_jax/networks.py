@@ -1,11 +1,16 @@
-"""Policy and value networks: separate tanh MLPs, and the two action distributions they drive.
+"""Policy and value networks: separate MLPs, and the action distributions they drive.
 
 A policy network outputs *distribution parameters* `[..., distribution.param_size]`: logits for a
 categorical distribution over discrete actions (the master always; the sub-policies on discrete
-envs), or the mean and log standard deviation of a diagonal Gaussian over continuous actions (the
-sub-policies on Brax envs; the log std is a learned, state-independent parameter as in PPO's
-MuJoCo setting). Everything else (PPO loss, rollout, evaluation) goes through the distribution's
-`sample`, `log_prob`, `entropy` and `mode`, so the same code serves both kinds of action.
+envs), or the parameters of a Gaussian over continuous actions (the sub-policies on Brax envs):
+- `DiagGaussian` (the paper's recipe): mean and a learned, state-independent log std as in PPO's
+  MuJoCo setting; samples are not squashed, the env clips them;
+- `TanhGaussian` (the locomotion recipe, brax's PPO): mean and a state-dependent std, samples
+  squashed by tanh into (-1, 1).
+Everything else (PPO loss, rollout, evaluation) goes through the distribution's `sample`,
+`log_prob`, `entropy`, `mode` and `to_env` (the action the env receives), so the same code serves
+every kind of action. Which networks and distribution a role (master / sub-policy) gets is its
+`config.NetworkConfig`; `make_actor_critic` builds it.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ class Categorical:
         """Entropy [...]."""
         log_p = jax.nn.log_softmax(params)
         return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+    def to_env(self, action: jax.Array) -> jax.Array:
+        """The action the env receives for a sampled `action` [...]: the same."""
+        return action
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,26 +125,91 @@ class DiagGaussian:
         _, log_std = self._split(params)
         return jnp.sum(log_std + 0.5 * (1.0 + jnp.log(2 * jnp.pi)), axis=-1)
 
+    def to_env(self, action: jax.Array) -> jax.Array:
+        """The action the env receives [..., action_size]: the sample itself (the env clips it)."""
+        return action
 
-ActionDistribution = Categorical | DiagGaussian  # ExploringCategorical is a Categorical
+
+@dataclasses.dataclass(frozen=True)
+class TanhGaussian:
+    """Diagonal Gaussian squashed by tanh, as brax's PPO acts (`brax.training.distribution.
+    NormalTanhDistribution`): parameters are (mean, raw scale) [..., 2 * action_size], the std is
+    softplus(raw scale) + `min_std` and depends on the state.
+
+    Samples, modes and log-probabilities are of the *pre-tanh* value u (what PPO stores); the env
+    receives `to_env(u) = tanh(u)` in (-1, 1). `log_prob` includes the tanh Jacobian, so it is the
+    density of the squashed action. `entropy` is the Gaussian's entropy plus the log-Jacobian
+    log(1 - tanh(u)^2) at u = the mean (brax evaluates that term at a random sample; the mean makes
+    the entropy bonus deterministic): it penalises means that saturate tanh, which no bonus on the
+    Gaussian alone would.
+    """
+
+    action_size: int
+    min_std: float = 0.001
+
+    @property
+    def param_size(self) -> int:
+        return 2 * self.action_size
+
+    def _mean_std(self, params: jax.Array) -> tuple[jax.Array, jax.Array]:
+        mean, raw_scale = params[..., : self.action_size], params[..., self.action_size:]
+        return mean, jax.nn.softplus(raw_scale) + self.min_std
+
+    def sample(self, key: jax.Array, params: jax.Array) -> jax.Array:
+        """Pre-tanh actions [..., action_size]."""
+        mean, std = self._mean_std(params)
+        return mean + std * jax.random.normal(key, mean.shape)
+
+    def mode(self, params: jax.Array) -> jax.Array:
+        """The pre-tanh mean [..., action_size] (tanh of it is the squashed distribution's mode)."""
+        return self._mean_std(params)[0]
+
+    def log_prob(self, params: jax.Array, action: jax.Array) -> jax.Array:
+        """Log-density [...] of the squashed action tanh(`action`), `action` [..., action_size] pre-tanh."""
+        mean, std = self._mean_std(params)
+        z = (action - mean) / std
+        gaussian = -0.5 * jnp.square(z) - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi)
+        return jnp.sum(gaussian - _tanh_log_jacobian(action), axis=-1)
+
+    def entropy(self, params: jax.Array) -> jax.Array:
+        """Entropy estimate [...] (see the class docstring)."""
+        mean, std = self._mean_std(params)
+        return jnp.sum(jnp.log(std) + 0.5 * (1.0 + jnp.log(2 * jnp.pi)) + _tanh_log_jacobian(mean), axis=-1)
+
+    def to_env(self, action: jax.Array) -> jax.Array:
+        """The action the env receives [..., action_size]: tanh of the pre-tanh sample."""
+        return jnp.tanh(action)
 
 
-def action_distribution(action_size: int, continuous: bool) -> ActionDistribution:
-    """The distribution for an env's actions (`env.action_size`, `env.continuous_actions`)."""
-    return DiagGaussian(action_size) if continuous else Categorical(action_size)
+def _tanh_log_jacobian(u: jax.Array) -> jax.Array:
+    """log |d tanh(u) / du| = log(1 - tanh(u)^2), computed stably as 2 (log 2 - u - softplus(-2u))."""
+    return 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+
+
+ActionDistribution = Categorical | DiagGaussian | TanhGaussian  # ExploringCategorical is a Categorical
+CONTINUOUS_DISTRIBUTIONS = {"gaussian": DiagGaussian, "tanh_gaussian": TanhGaussian}
+ACTIVATIONS = {"tanh": nn.tanh, "swish": nn.swish, "relu": nn.relu, "elu": nn.elu}
+
+
+def action_distribution(action_size: int, continuous: bool, kind: str = "gaussian") -> ActionDistribution:
+    """The distribution for an env's actions (`env.action_size`, `env.continuous_actions`); `kind`
+    names the continuous one (`CONTINUOUS_DISTRIBUTIONS`: "gaussian" or "tanh_gaussian")."""
+    return CONTINUOUS_DISTRIBUTIONS[kind](action_size) if continuous else Categorical(action_size)
 
 
 class MLP(nn.Module):
-    """tanh MLP with a linear output layer whose weights start at scale `output_scale`."""
+    """MLP with `activation` (a name of `ACTIVATIONS`) and a linear output layer whose weights start
+    at scale `output_scale`."""
 
     hidden_sizes: Sequence[int]
     output_size: int
     output_scale: float = 1.0
+    activation: str = "tanh"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for size in self.hidden_sizes:
-            x = nn.tanh(nn.Dense(size, kernel_init=nn.initializers.orthogonal(jnp.sqrt(2.0)))(x))
+            x = ACTIVATIONS[self.activation](nn.Dense(size, kernel_init=nn.initializers.orthogonal(jnp.sqrt(2.0)))(x))
         return nn.Dense(self.output_size, kernel_init=nn.initializers.orthogonal(self.output_scale))(x)
 
 
@@ -143,28 +217,38 @@ class ActorCritic(nn.Module):
     """A policy and a state-value function with no shared layers.
 
     `__call__(obs [..., obs_size])` returns `(distribution parameters [..., distribution.param_size],
-    value [...])`. For a Gaussian policy the log std starts at `initial_log_std` for every action.
+    value [...])`. For a `DiagGaussian` policy the log std is a parameter that starts at
+    `initial_log_std` for every action; a `TanhGaussian` policy outputs its scale per state (starting
+    near std softplus(0) = 0.69). With `policy_input_size` the policy sees only the first that many
+    entries of `obs` while the value sees all of them (a value that knows more than the policy).
     """
 
     distribution: ActionDistribution
     hidden_sizes: Sequence[int] = (64, 64)
     initial_log_std: float = -0.5
+    value_hidden_sizes: Sequence[int] | None = None     # None: the same as `hidden_sizes`
+    activation: str = "tanh"
+    policy_input_size: int | None = None                 # None: the policy sees all of `obs`
 
     def setup(self):
         # A small last policy layer starts the policy near uniform (or near zero mean).
         if isinstance(self.distribution, DiagGaussian):
             size = self.distribution.action_size
-            self.policy = MLP(self.hidden_sizes, size, output_scale=0.01)
+            self.policy = MLP(self.hidden_sizes, size, output_scale=0.01, activation=self.activation)
             self.log_std = self.param("log_std", nn.initializers.constant(self.initial_log_std), (size,))
         else:
-            self.policy = MLP(self.hidden_sizes, self.distribution.param_size, output_scale=0.01)
-        self.value = MLP(self.hidden_sizes, 1, output_scale=1.0)
+            self.policy = MLP(self.hidden_sizes, self.distribution.param_size, output_scale=0.01,
+                              activation=self.activation)
+        value_sizes = self.hidden_sizes if self.value_hidden_sizes is None else self.value_hidden_sizes
+        self.value = MLP(value_sizes, 1, output_scale=1.0, activation=self.activation)
 
     def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         return self.dist_params(obs), self.state_value(obs)
 
     def dist_params(self, obs: jax.Array) -> jax.Array:
         """Distribution parameters [..., param_size] alone (no value network evaluated)."""
+        if self.policy_input_size is not None:
+            obs = obs[..., : self.policy_input_size]
         out = self.policy(obs)
         if isinstance(self.distribution, DiagGaussian):
             out = jnp.concatenate([out, jnp.broadcast_to(self.log_std, out.shape)], axis=-1)

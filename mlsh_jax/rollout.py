@@ -113,12 +113,15 @@ def slot_rollout(
     task: Any,
     envs: SlotEnvs,
     key: jax.Array,
+    sub_input=None,
 ) -> tuple[SlotEnvs, Transition, Transition, EpisodeStats]:
     """Runs one slot's E env copies for T steps (T / N master decisions each).
 
     Args:
-      normalize: maps raw observations [..., obs] to the networks' inputs.
+      normalize: maps raw observations [..., obs] to the master's inputs (and the sub-policies').
       subpolicy_view: the part of normalised observations [..., obs] the sub-policies see.
+      sub_input: optional map of raw observations to the sub-policies' inputs (default
+        `subpolicy_view(normalize(obs))`; frozen sub-policies keep statistics of their own).
       master_params: this slot's master (ignored for the shared-policy baseline).
       sub_params: the K sub-policies, stacked on a leading axis.
       task, envs: this slot's task and env copies.
@@ -129,15 +132,18 @@ def slot_rollout(
     """
     num_envs = config.envs_per_slot
     num_subs = config.num_subpolicies
+    if sub_input is None:
+        sub_input = lambda obs: subpolicy_view(normalize(obs))
     env_step = jax.vmap(auto_reset_step, in_axes=(None, None, 0, 0, 0))
 
     def one_step(carry, step_key):
         envs, sub_index, macro = carry
         action_key, env_key = jax.random.split(step_key)
         obs = envs.state.obs
-        dist_params = subpolicy_dist_params(sub_model, sub_params, subpolicy_view(normalize(obs)), sub_index)
+        dist_params = subpolicy_dist_params(sub_model, sub_params, sub_input(obs), sub_index)
         action = sub_model.distribution.sample(action_key, dist_params)
-        out = env_step(env, task, envs.state, action, jax.random.split(env_key, num_envs))
+        out = env_step(env, task, envs.state, sub_model.distribution.to_env(action),
+                       jax.random.split(env_key, num_envs))
         done = out.terminated | out.truncated
         episode_return = envs.episode_return + out.reward
         record = Transition(

@@ -29,7 +29,8 @@ from mlsh_jax.config import MLSHConfig
 from mlsh_jax.credit import slot_weights
 from mlsh_jax.distributed import (check_slots_divide, replicated, sample_sharded, slot_mesh, state_shardings,
                                   with_shardings)
-from mlsh_jax.losses import PPOBatch, compute_gae, ppo_loss
+from mlsh_jax.config import NetworkConfig
+from mlsh_jax.losses import PPOBatch, compute_gae, ppo_loss, standardize
 from mlsh_jax.networks import ActorCritic, ExploringCategorical, action_distribution, apply_by_group
 from mlsh_jax.ppo import Learner, make_optimizer, ppo_update
 from mlsh_jax.rollout import SlotEnvs, Transition, reset_slot_envs, slot_rollout
@@ -58,7 +59,12 @@ class TrainState:
 
     Attributes:
       subs: the K sub-policies (params and optimizer state stacked on a leading axis [K]).
-      obs_stats: running observation mean/std (brax `RunningStatisticsState`), shared by both levels.
+      obs_stats: running observation mean/std (brax `RunningStatisticsState`), shared by both levels
+        while the sub-policies train.
+      sub_obs_stats: None while the sub-policies train; with frozen sub-policies
+        (`train_subpolicies=False`) the statistics they were trained with, kept fixed (a transfer
+        run: the inputs they see are standardised as in their source run), while `obs_stats`
+        follows the new task for the masters.
       slots: the B task slots.
       key: PRNG key.
       update: updates done so far, int32 [].
@@ -69,6 +75,21 @@ class TrainState:
     slots: Slots
     key: jax.Array
     update: jax.Array
+    sub_obs_stats: running_statistics.RunningStatisticsState | None = None
+
+
+def make_actor_critic(network: NetworkConfig, distribution, policy_input_size: int | None = None) -> ActorCritic:
+    """The policy and value networks of one role (`network`) acting with `distribution`."""
+    return ActorCritic(distribution, hidden_sizes=tuple(network.policy_hidden_sizes),
+                       value_hidden_sizes=tuple(network.value_hidden_sizes), activation=network.activation,
+                       initial_log_std=network.initial_log_std, policy_input_size=policy_input_size)
+
+
+def switches(sub_index: jax.Array) -> jax.Array:
+    """bool [C, T, E]: step t of `sub_index` [C, T, E] is followed, at t + 1 in the same window, by
+    another sub-policy (the last step of a window is a cut for GAE anyway)."""
+    changed = sub_index[:, 1:] != sub_index[:, :-1]
+    return jnp.concatenate([changed, jnp.zeros_like(changed[:, :1])], axis=1)
 
 
 def _stacked(optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -121,17 +142,23 @@ class Trainer:
     def __init__(self, config: MLSHConfig, env: TaskEnv | None = None, mesh: Mesh | None = None):
         if env is None:
             config.validate(tuple(ENV_REGISTRY))
-            env = make_env(config.env, episode_length=config.episode_length)
+            env = make_env(config.env, episode_length=config.episode_length, **config.shaping.env_kwargs())
         elif env.episode_length != config.episode_length:
             raise ValueError(f"env.episode_length={env.episode_length} differs from the configuration's "
                              f"episode_length={config.episode_length}")
         self.config = config.validate()
         self.env = env
         self.subpolicy_observation_size = subpolicy_observation_size(config, env)
-        self.master_model = ActorCritic(ExploringCategorical(config.num_subpolicies, config.random_master_action_prob),
-                                        tuple(config.hidden_sizes))
-        self.sub_model = ActorCritic(action_distribution(self.env.action_size, self.env.continuous_actions),
-                                     tuple(config.hidden_sizes))
+        # The sub-policies' networks see `sub_input_size` entries: their policy's view, or the whole
+        # observation when their value sees it (the policy then reads its view's first entries).
+        value_sees_more = config.sub_network.value_sees_whole_observation and not config.sees_whole_observation
+        self.sub_input_size = env.observation_size if value_sees_more else self.subpolicy_observation_size
+        self.master_model = make_actor_critic(
+            config.master_network, ExploringCategorical(config.num_subpolicies, config.random_master_action_prob))
+        self.sub_model = make_actor_critic(
+            config.sub_network,
+            action_distribution(self.env.action_size, self.env.continuous_actions, config.sub_network.distribution),
+            policy_input_size=self.subpolicy_observation_size if value_sees_more else None)
         self.master_optimizer = make_optimizer(config.master)
         self.sub_optimizer = _stacked(make_optimizer(config.sub))
         # Task slots are split over every device (of every process); the rest is replicated.
@@ -154,7 +181,7 @@ class Trainer:
         cfg = self.config
         sub_key, slot_key, key = jax.random.split(key, 3)
         sub_params = jax.vmap(self.sub_model.init, in_axes=(0, None))(
-            jax.random.split(sub_key, cfg.num_subpolicies), jnp.zeros((self.subpolicy_observation_size,))
+            jax.random.split(sub_key, cfg.num_subpolicies), jnp.zeros((self.sub_input_size,))
         )
         master, task, envs = jax.vmap(self.new_lifetime)(jax.random.split(slot_key, cfg.num_slots))
         slots = Slots(master=master, task=task, envs=envs,
@@ -164,12 +191,26 @@ class Trainer:
         )
         subs = Learner(sub_params, self.sub_optimizer.init(sub_params))
         return TrainState(subs=subs, obs_stats=obs_stats, slots=slots, key=key,
-                          update=jnp.zeros((), jnp.int32))
+                          update=jnp.zeros((), jnp.int32),
+                          sub_obs_stats=None if cfg.train_subpolicies else obs_stats)
 
     def subpolicy_view(self, obs: jax.Array) -> jax.Array:
-        """What the sub-policies see [..., subpolicy_observation_size] of (normalised) observations
-        [..., observation_size]: the env's sub-policy view, or everything (`sees_whole_observation`)."""
-        return obs if self.config.sees_whole_observation else self.env.subpolicy_view(obs)
+        """The sub-policies' network input [..., sub_input_size] from (normalised) observations
+        [..., observation_size]: the env's sub-policy view, or everything (`sees_whole_observation`,
+        or a value net that sees the whole observation)."""
+        if self.sub_input_size == self.env.observation_size:
+            return obs
+        return self.env.subpolicy_view(obs)
+
+    @staticmethod
+    def subpolicy_stats(state: TrainState):
+        """The observation statistics the sub-policies' inputs are standardised with: the frozen ones
+        of a run whose sub-policies do not train, else the shared running ones."""
+        return state.obs_stats if state.sub_obs_stats is None else state.sub_obs_stats
+
+    def subpolicy_input(self, obs_stats, obs: jax.Array) -> jax.Array:
+        """Raw observations [..., observation_size] -> the sub-policies' network input [..., sub_input_size]."""
+        return self.subpolicy_view(self.normalize(obs_stats, obs))
 
     def fresh_master(self, key: jax.Array) -> Learner | None:
         """A freshly drawn master policy with a fresh optimizer state (None without a hierarchy)."""
@@ -201,9 +242,10 @@ class Trainer:
         key, rollout_key, master_key, sub_key, reset_key = jax.random.split(state.key, 5)
         slots = state.slots
         normalize = functools.partial(self.normalize, state.obs_stats)
+        sub_input = functools.partial(self.subpolicy_input, self.subpolicy_stats(state))
 
         rollout = functools.partial(slot_rollout, self.env, cfg, self.master_model, self.sub_model, normalize,
-                                    self.subpolicy_view)
+                                    self.subpolicy_view, sub_input=sub_input)
         envs, steps, macros, episodes = jax.vmap(rollout, in_axes=(0, None, 0, 0, 0))(
             None if slots.master is None else slots.master.params, state.subs.params,
             slots.task, slots.envs, jax.random.split(rollout_key, cfg.num_slots),
@@ -223,7 +265,7 @@ class Trainer:
         subs = state.subs
         if cfg.train_subpolicies:
             subs, metrics["sub"] = self._update_subpolicies(
-                state.subs, steps, sub_index, in_joint_phase, normalize, sub_key, state.update)
+                state.subs, steps, sub_index, in_joint_phase, sub_input, sub_key, state.update)
             health["sub_loss"] = _all_finite({k: v for k, v in metrics["sub"].items() if k != "trained"},
                                              num_axes=1)
         health["sub_params"] = _all_finite(subs.params, num_axes=1)
@@ -244,7 +286,8 @@ class Trainer:
         )
         task_kind = jax.vmap(self.env.task_kind)(state.slots.task)
         metrics.update(self._episode_metrics(episodes, in_joint_phase, state.slots.phase, task_kind))
-        new_state = TrainState(subs=subs, obs_stats=obs_stats, slots=slots, key=key, update=state.update + 1)
+        new_state = TrainState(subs=subs, obs_stats=obs_stats, slots=slots, key=key, update=state.update + 1,
+                               sub_obs_stats=state.sub_obs_stats)
         return new_state, metrics
 
     def _update_masters(self, masters: Learner, macros: Transition, normalize, key: jax.Array):
@@ -259,6 +302,8 @@ class Trainer:
         advantages, returns = jax.vmap(
             functools.partial(compute_gae, discount=cfg.master.discount, gae_lambda=cfg.master.gae_lambda)
         )(cfg.reward_scale * macros.reward, values, next_values, macros.terminated, macros.truncated)
+        if cfg.master.advantage_normalization == "slot":   # each slot's whole batch [M, E]
+            advantages = jax.vmap(standardize)(advantages, jnp.ones_like(advantages))
         batch = PPOBatch(obs=obs, actions=macros.action, log_probs=macros.log_prob, values=values,
                          advantages=advantages, returns=returns)
         batch = jax.vmap(functools.partial(_flatten_samples, num_axes=2))(batch)
@@ -272,11 +317,14 @@ class Trainer:
         )
 
     def _update_subpolicies(self, subs: Learner, steps: Transition, sub_index: jax.Array, in_joint_phase,
-                            normalize, key, update: jax.Array):
+                            sub_input, key, update: jax.Array):
         """PPO on the K sub-policies from the steps [B, T, E] of the slots in their joint phase;
-        `sub_index` [B, T, E] says which sub-policy acted at each step. Each step trains the
-        sub-policy active at it, with the weight that `config.credit` gives that sub-policy in that
-        slot (`mlsh_jax.credit.slot_weights`).
+        `sub_index` [B, T, E] says which sub-policy acted at each step; `sub_input` maps raw
+        observations to the sub-policies' network input. Each step trains the sub-policy active at
+        it, with the weight that `config.credit` gives that sub-policy in that slot
+        (`mlsh_jax.credit.slot_weights`). With `config.bootstrap_at_switch` the GAE is cut (and
+        bootstrapped) at every step after which another sub-policy takes over; with
+        `sub.advantage_normalization="slot"` advantages are standardised per slot and sub-policy.
 
         The joint slots are gathered into a static-size block of `joint_slot_capacity` slots (the
         schedule is deterministic, so that bound is exact); unused entries get weight 0. A
@@ -291,18 +339,21 @@ class Trainer:
         else:
             valid = jnp.ones((capacity,), bool)
 
-        sub_view = lambda raw: self.subpolicy_view(normalize(raw))
-        obs = sub_view(steps.obs)
+        obs = sub_input(steps.obs)
         values = self._active_values(subs.params, obs, sub_index)
-        next_values = self._active_values(subs.params, sub_view(steps.final_obs), sub_index)
+        next_values = self._active_values(subs.params, sub_input(steps.final_obs), sub_index)
+        cuts = steps.truncated | switches(sub_index) if cfg.bootstrap_at_switch else steps.truncated
         advantages, returns = jax.vmap(
             functools.partial(compute_gae, discount=cfg.sub.discount, gae_lambda=cfg.sub.gae_lambda)
-        )(cfg.reward_scale * steps.reward, values, next_values, steps.terminated, steps.truncated)
-        batch = PPOBatch(obs=obs, actions=steps.action, log_probs=steps.log_prob, values=values,
-                         advantages=advantages, returns=returns, group=sub_index)
+        )(cfg.reward_scale * steps.reward, values, next_values, steps.terminated, cuts)
         credit = slot_weights(cfg.credit, cfg.reward_scale * steps.reward, sub_index, valid, update,
                               cfg.num_subpolicies)                                    # [C, K]
         weights = jnp.take_along_axis(credit[:, None, None, :], sub_index[..., None], axis=-1)[..., 0]  # [C, T, E]
+        if cfg.sub.advantage_normalization == "slot":
+            advantages = jax.vmap(functools.partial(standardize, num_groups=cfg.num_subpolicies,
+                                                    weight_floor=1e-12))(advantages, weights, sub_index)
+        batch = PPOBatch(obs=obs, actions=steps.action, log_probs=steps.log_prob, values=values,
+                         advantages=advantages, returns=returns, group=sub_index)
         batch, weights = _flatten_samples((batch, weights), num_axes=3)
         # Data-parallel over the devices of each process (a hint to the partitioner).
         batch, weights = jax.lax.with_sharding_constraint((batch, weights), sample_sharded(self.mesh))
@@ -331,7 +382,8 @@ class Trainer:
         """`(params, batch, weights) -> (loss, metrics)` for one learner with `model`, or, with
         `num_learners`, for a stack of them (params [K, ...]; each sample trains `batch.group`)."""
         settings = dict(distribution=model.distribution, clip_eps=ppo.clip_eps, value_clip=ppo.value_clip,
-                        entropy_coef=ppo.entropy_coef, value_coef=ppo.value_coef)
+                        entropy_coef=ppo.entropy_coef, value_coef=ppo.value_coef,
+                        normalize_advantages=ppo.advantage_normalization == "minibatch")
         if num_learners is None:
             return functools.partial(ppo_loss, apply_fn=model.apply, **settings)
 

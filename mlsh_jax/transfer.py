@@ -60,9 +60,9 @@ def check_compatible(run_dir: str | pathlib.Path, trainer: Trainer, algorithm: s
     if source_env.observation_size != target.observation_size:
         problems.append(f"its observation size is {source_env.observation_size}, this env's is "
                         f"{target.observation_size}")
-    if tuple(source.hidden_sizes) != tuple(trainer.config.hidden_sizes):
-        problems.append(f"its networks are {tuple(source.hidden_sizes)}, this run's are "
-                        f"{tuple(trainer.config.hidden_sizes)} (use --set hidden_sizes=...)")
+    if source.sub_network != trainer.config.sub_network:
+        problems.append(f"its sub-policy networks are {_describe(source.sub_network)}, this run's are "
+                        f"{_describe(trainer.config.sub_network)} (use --set sub_network.FIELD=...)")
     if source.num_subpolicies != trainer.config.num_subpolicies:
         problems.append(f"it has {source.num_subpolicies} sub-policies, this run {trainer.config.num_subpolicies} "
                         f"(use --set num_subpolicies={source.num_subpolicies})")
@@ -70,6 +70,12 @@ def check_compatible(run_dir: str | pathlib.Path, trainer: Trainer, algorithm: s
         raise TransferError(f"--subs-from {run} ({source.env}) does not fit {target.name}: " + "; ".join(problems))
     _check_finished(run, source)
     return source
+
+
+def _describe(network) -> str:
+    """A one-line description of a `NetworkConfig`."""
+    return (f"policy {network.policy_hidden_sizes} / value {network.value_hidden_sizes} {network.activation} "
+            f"{network.distribution}" + (", value sees everything" if network.value_sees_whole_observation else ""))
 
 
 def _check_finished(run: pathlib.Path, source) -> None:
@@ -89,7 +95,7 @@ def load_subpolicies(run_dir: str | pathlib.Path, trainer: Trainer, algorithm: s
     """The finished run's sub-policies and observation statistics, checked against `trainer`
     (`algorithm="shared"`: a shared-policy run's one policy, for a K = 1 trainer)."""
     state = _restore_final_state(run_dir, check_compatible(run_dir, trainer, algorithm), trainer)
-    return TransferredSubpolicies(params=state.subs.params, obs_stats=state.obs_stats)
+    return TransferredSubpolicies(params=state.subs.params, obs_stats=Trainer.subpolicy_stats(state))
 
 
 def load_shared_policy(run_dir: str | pathlib.Path, trainer: Trainer) -> TransferredSubpolicies:
@@ -103,12 +109,14 @@ def load_shared_policy(run_dir: str | pathlib.Path, trainer: Trainer) -> Transfe
         raise TransferError(f"{run}: {error}") from None
     if source.algorithm != "shared":
         raise TransferError(f"{run} trained {source.algorithm!r}, not a shared policy")
-    if source.env != trainer.config.env or tuple(source.hidden_sizes) != tuple(trainer.config.hidden_sizes):
-        raise TransferError(f"{run} ({source.env}, networks {tuple(source.hidden_sizes)}) does not fit "
-                            f"{trainer.config.env} with networks {tuple(trainer.config.hidden_sizes)}")
+    # Its policy becomes every slot's master: the parameter shapes must be the masters'.
+    same_shape = lambda net: (net.policy_hidden_sizes, net.value_hidden_sizes, net.activation)
+    if source.env != trainer.config.env or same_shape(source.sub_network) != same_shape(trainer.config.master_network):
+        raise TransferError(f"{run} ({source.env}, networks {_describe(source.sub_network)}) does not fit "
+                            f"{trainer.config.env} with master networks {_describe(trainer.config.master_network)}")
     _check_finished(run, source)
     state = _restore_final_state(run, source, trainer)
-    return TransferredSubpolicies(params=state.subs.params, obs_stats=state.obs_stats)
+    return TransferredSubpolicies(params=state.subs.params, obs_stats=Trainer.subpolicy_stats(state))
 
 
 def _restore_final_state(run_dir, source, trainer: Trainer) -> TrainState:
@@ -159,14 +167,22 @@ def with_master_params(trainer: Trainer, state: TrainState, params) -> TrainStat
 def with_subpolicies(trainer: Trainer, state: TrainState, transferred: TransferredSubpolicies) -> TrainState:
     """`state` with the transferred sub-policies (and a fresh optimizer state for them).
 
-    The observation statistics start from the source run's mean and std but with the weight of one
-    sample, so they move to the new task's observations (e.g. positions in a bigger arena) within
-    the first update instead of being pinned by the source run's millions of samples.
+    Frozen sub-policies (`train_subpolicies=False`, the state has `sub_obs_stats`) keep the source
+    run's observation statistics exactly, for good: they see their inputs standardised as they
+    learned them. The running statistics the masters use (and, when the transferred policies go on
+    training, theirs too) start from the source run's mean and std with the weight of one sample, so
+    they move to the new task's observations (e.g. positions in a bigger arena) within the first
+    update instead of being pinned by the source run's millions of samples.
     """
-    stats = transferred.obs_stats
+    subs = state.subs.replace(params=transferred.params, opt_state=trainer.sub_optimizer.init(transferred.params))
+    new_state = state.replace(subs=subs, obs_stats=_restarted(transferred.obs_stats))
+    if state.sub_obs_stats is not None:
+        new_state = new_state.replace(sub_obs_stats=transferred.obs_stats)
+    return jax.device_put(new_state, trainer.state_sharding)
+
+
+def _restarted(stats: running_statistics.RunningStatisticsState) -> running_statistics.RunningStatisticsState:
+    """`stats`' mean and std with the weight of one sample."""
     one = jax.tree.map(lambda part: jnp.full_like(part, 0), stats.count)
     one = one.replace(lo=one.lo + 1) if hasattr(one, "lo") else one + 1  # brax counts are UInt64(hi, lo)
-    stats = stats.replace(count=one, summed_variance=jnp.square(stats.std))
-    subs = state.subs.replace(params=transferred.params, opt_state=trainer.sub_optimizer.init(transferred.params))
-    new_state = state.replace(subs=subs, obs_stats=stats)
-    return jax.device_put(new_state, trainer.state_sharding)
+    return stats.replace(count=one, summed_variance=jnp.square(stats.std))
