@@ -8,7 +8,8 @@ the starting point, and only `RESUMABLE_FIELDS` may be changed with --set). `--s
 the experiment's usage text and what each preset means. The experiments with a shared-policy
 baseline (and the transfer courses, with theirs) also take `--no-baseline` (MLSH alone) and, the
 former, `--baseline-only` (the baseline of the MLSH run in --out, as a second job beside it). A
-preempted run prints a command that resumes it (`train_or_exit`).
+preempted run prints a command that resumes it (`train_or_exit`). `--stall-limit SECONDS` and
+`--no-stall-watchdog` set the stall watchdog (`experiments.usage.add_watchdog_flags`).
 Bad input stops before any compile or file write with one message and exit code 2.
 """
 
@@ -31,8 +32,8 @@ from mlsh_jax.distributed import (ClusterError, check_slots_divide, describe_dev
                                   to_host, unused_accelerator_warning)
 from mlsh_jax.faults import NonFiniteError
 from mlsh_jax.run import RunDirectoryError, RunResult, check_run_dir, train
-from experiments.usage import (UsageError, apply_overrides, config_preset_descriptions, describe_presets,
-                               exit_with_usage_error, usage_parser)
+from experiments.usage import (WATCHDOG_SETTINGS, UsageError, apply_overrides, config_preset_descriptions,
+                               describe_presets, exit_with_usage_error, usage_parser)
 
 
 INPUT_ERRORS = (UsageError, ConfigError, RunDirectoryError, ResumeError, CheckpointError, ClusterError)
@@ -205,17 +206,20 @@ def job(module: str, argv: Sequence) -> Iterator[None]:
 def train_or_exit(module: str, config: MLSHConfig, out: pathlib.Path, *, resume: bool,
                   resume_args: Sequence | None = None, **train_kwargs) -> RunResult:
     """`mlsh_jax.run.train` for a command line: a preempted run prints how to resume it and exits 0;
-    a run that produced NaNs prints the message and exits 1. The resume command is `python -m
-    module` + `resume_args` (by default `--out OUT --resume`: give the arguments that resume the
-    whole command when `out` is one of its parts), or the outermost `job`'s command."""
+    a run that produced NaNs prints the message and exits 1; a second stop signal or a stall ends the
+    process at once, printing the same resume command (exit codes: `mlsh_jax.faults`). The resume
+    command is `python -m module` + `resume_args` (by default `--out OUT --resume`: give the arguments
+    that resume the whole command when `out` is one of its parts), or the outermost `job`'s command.
+    The stall watchdog takes the command line's settings (`usage.WATCHDOG_SETTINGS`)."""
+    resume_command = command_line(*(_JOBS[0] if _JOBS else (module, resume_args or ["--out", out, "--resume"])))
     try:
-        result = train(config, out, resume=resume, **train_kwargs)
+        result = train(config, out, resume=resume, resume_command=resume_command,
+                       **{**WATCHDOG_SETTINGS, **train_kwargs})
     except NonFiniteError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     if result.preempted:
-        module, argv = _JOBS[0] if _JOBS else (module, resume_args or ["--out", out, "--resume"])
-        print(f"to resume: {command_line(module, argv)}", file=sys.stderr, flush=True)
+        print(f"to resume: {resume_command}", file=sys.stderr, flush=True)
         raise SystemExit(0)
     return result
 

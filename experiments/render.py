@@ -165,7 +165,7 @@ def _wall_ids(env) -> list[int]:
 
 
 def main(argv=None) -> dict:
-    parser = usage_parser("experiments.render")
+    parser = usage_parser("experiments.render", trains=False)
     parser.add_argument("--run", type=pathlib.Path, required=True,
                         help="a run directory of an ant or humanoid experiment")
     parser.add_argument("--out", type=pathlib.Path, help="where to write (default RUN/render)")

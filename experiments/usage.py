@@ -12,6 +12,7 @@ import sys
 from typing import Callable, Mapping, Sequence
 
 from mlsh_jax.config import RESUMABLE_FIELDS, MLSHConfig
+from mlsh_jax.faults import STALL_EXIT_CODE, STALL_FACTOR, STALL_FLOOR_S
 
 
 class UsageError(ValueError):
@@ -42,14 +43,47 @@ def experiment_module(module: str):
     return sys.modules.get(module) or importlib.import_module(module)
 
 
-def usage_parser(module: str, epilog: Callable[[], str] | None = None) -> argparse.ArgumentParser:
+def usage_parser(module: str, epilog: Callable[[], str] | None = None, trains: bool = True) -> argparse.ArgumentParser:
     """An argparse parser for `python -m module` whose --help shows the module's docstring (its usage
     text, kept as written) and then the text `epilog()` (built only when help is shown: describing a
-    preset may look at the devices, which must wait until a cluster has been joined)."""
+    preset may look at the devices, which must wait until a cluster has been joined). A command that
+    `trains` also takes the stall watchdog's flags (`add_watchdog_flags`)."""
     parser = _ExperimentParser(prog=f"python -m {module}", description=experiment_module(module).__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.epilog_source = epilog
+    if trains:
+        add_watchdog_flags(parser)
     return parser
+
+
+# The stall watchdog settings given on this process's command line, as keyword arguments of
+# `mlsh_jax.run.train` (`experiments.common.train_or_exit` passes them). A flag, once parsed, holds for
+# every later run of the process: the steps of a command that runs other commands in-process
+# (`experiments.discrete_figures`) keep the settings of the command line that started them.
+WATCHDOG_SETTINGS: dict[str, object] = {}
+
+
+def positive_seconds(text: str) -> float:
+    """`--stall-limit`'s value: a positive number of seconds (argparse reports anything else, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r} (leave --stall-limit "
+                                         "out for the automatic limit; --no-stall-watchdog turns the watchdog off)")
+    return value
+
+
+def add_watchdog_flags(parser: argparse.ArgumentParser) -> None:
+    """--stall-limit SECONDS and --no-stall-watchdog (exclusive); `_ExperimentParser.parse_args`
+    records them in `WATCHDOG_SETTINGS`."""
+    group = parser.add_argument_group("stall watchdog (see docs/long_runs.md)").add_mutually_exclusive_group()
+    group.add_argument("--stall-limit", type=positive_seconds, default=None, metavar="SECONDS",
+                       help="end the run with exit code %d when one phase of an update (rollout and update, "
+                            "checkpoint save, collective) takes longer than this; default: %d x the phase's "
+                            "median time, at least %g s" % (STALL_EXIT_CODE, STALL_FACTOR, STALL_FLOOR_S))
+    group.add_argument("--no-stall-watchdog", action="store_true", help="do not watch for stalled updates")
 
 
 def describe_presets(descriptions: Mapping[str, str], default: str, heading: str = "presets (--preset NAME)") -> str:
@@ -85,7 +119,7 @@ class _ExperimentParser(argparse.ArgumentParser):
     """An experiment's parser. With `presets` set (`base_parser`), `--set help` or `--list-fields`
     prints the fields of the chosen preset (`--preset`, else the default; with the command line's
     other --set and --seed applied) and exits 0, before anything is compiled or written; an unknown
-    preset or field there exits 2."""
+    preset or field there exits 2. The stall watchdog's flags, when given, go to `WATCHDOG_SETTINGS`."""
 
     presets: Mapping[str, Callable[[], MLSHConfig]] | None = None
     epilog_source: Callable[[], str] | None = None      # the text after the options in --help
@@ -97,6 +131,10 @@ class _ExperimentParser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         parsed = super().parse_args(args, namespace)
+        if getattr(parsed, "no_stall_watchdog", False):
+            WATCHDOG_SETTINGS["watchdog"] = False
+        if getattr(parsed, "stall_limit", None) is not None:
+            WATCHDOG_SETTINGS.update(watchdog=True, stall_limit_s=parsed.stall_limit)
         if self.presets is not None and (parsed.list_fields or "help" in parsed.overrides):
             name = parsed.preset or parsed.default_preset
             others = [override for override in parsed.overrides if override != "help"]

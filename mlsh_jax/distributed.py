@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import importlib.metadata
 import os
+import re
 import socket
 import time
 from typing import Any
@@ -113,6 +114,27 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+# How the runtime's errors start (an absl status code), e.g. "UNKNOWN: Gloo all-reduce failed: ... Connection
+# reset by peer" when the peer of a CPU collective died (measured); "UNAVAILABLE:", "INTERNAL:" from NCCL or gRPC.
+_RUNTIME_STATUS = re.compile(r"^(UNKNOWN|UNAVAILABLE|INTERNAL|ABORTED|CANCELLED|DEADLINE_EXCEEDED|"
+                             r"FAILED_PRECONDITION|DATA_LOSS): ")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether `error`, raised while training, means a collective across processes failed: in a
+    multi-process run, an error of the XLA runtime (its message starts with a status code; JAX
+    raises them as RuntimeError or ValueError). A computation that is merely wrong fails the same
+    way on a single process, where this is always False."""
+    return (jax.process_count() > 1 and isinstance(error, (RuntimeError, ValueError))
+            and bool(_RUNTIME_STATUS.match(str(error))))
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an error's message (its type's name when empty), at most `limit` characters."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]
+
+
 def is_main_process() -> bool:
     """Process 0 writes the run's logs, metrics and summary."""
     return jax.process_index() == 0
@@ -201,8 +223,7 @@ def initialize_cluster(coordinator: str | None = None, num_processes: int | None
                                    process_id=process_id, initialization_timeout=timeout_s)
     except Exception as error:  # jax raises RuntimeError / ValueError / XlaRuntimeError here
         where = f"the coordinator at {coordinator}" if coordinator else "the cluster's coordinator"
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ClusterError(f"could not join {where} within {timeout_s} s: {first_line[:300]} "
+        raise ClusterError(f"could not join {where} within {timeout_s} s: {first_line(error)} "
                            "(is process 0 running and reachable, and do all processes agree on "
                            "--num-processes?)") from None
     _check_cluster_size(num_processes)

@@ -8,7 +8,11 @@ The loop keeps three promises:
 - logging never stalls the jitted loop: metrics of update u are fetched while update u+1 runs;
 - a checkpoint is written only after the health flags of the same update were checked, so a NaN
   never reaches disk and the newest checkpoint is always a good one;
-- SIGTERM / SIGINT stop the run at the next update boundary with a checkpoint (see `faults`).
+- SIGTERM / SIGINT stop the run at the next update boundary with a checkpoint; a second signal
+  ends the process at once (exit code 128 + the signal), saying what was last saved;
+- a stalled update (or checkpoint save, or collective) never hangs unseen: the stall watchdog
+  reports it, writes every thread's stack to RUN/stall_process<I>.txt and exits with code 75
+  (`faults.STALL_EXIT_CODE`), and so does a process whose peer in a cluster was lost.
 """
 
 from __future__ import annotations
@@ -26,13 +30,20 @@ import numpy as np
 
 from mlsh_jax import checkpoint, distributed
 from mlsh_jax.config import RESUMABLE_FIELDS, MLSHConfig, config_differences
-from mlsh_jax.faults import NonFiniteError, StopSignals, describe_non_finite
+from mlsh_jax.faults import (STALL_EXIT_CODE, NonFiniteError, StallWatchdog, StopSignals, describe_non_finite,
+                             exit_now)
 from mlsh_jax.files import write_json
 from mlsh_jax.metrics_log import MetricsLog
 from mlsh_jax.resume import CONFIG_FILE, find_resume_point, record_resume
 from mlsh_jax.trainer import Trainer, TrainState
 
 SUMMARY_FILE = "summary.json"
+# Phases of the training loop, as the stall watchdog names them (see `_training_loop`).
+UPDATE_PHASE = "rollout and update"              # dispatching update u, fetching update u-1's metrics
+HOOK_PHASE = "after-update hook"                 # the caller's `after_update` (unmeasured: see StallWatchdog)
+STOP_PHASE = "stop-request collective"           # do any processes want to stop?
+RESULTS_PHASE = "wait for its results before saving"
+SAVE_PHASE = "checkpoint save"
 
 
 class RunDirectoryError(ValueError):
@@ -139,6 +150,9 @@ def train(
     on_metrics: Callable[[dict[str, float]], None] | None = None,
     prepare_state: Callable[[TrainState], TrainState] | None = None,
     after_update: Callable[[int, TrainState], None] | None = None,
+    watchdog: bool = True,
+    stall_limit_s: float | None = None,
+    resume_command: str | None = None,
 ) -> RunResult:
     """Trains `config` for `config.num_updates` updates and writes the run contract into `out_dir`.
 
@@ -158,6 +172,11 @@ def train(
       after_update: called with (updates done, state) after every update, before the next one
         starts (e.g. to evaluate the sub-policies along the way); it must not keep the state, whose
         buffers the next update reuses.
+      watchdog, stall_limit_s: watch every phase of the loop and end the process with exit code
+        75 when one stalls (`faults.StallWatchdog`; `stall_limit_s` seconds > 0, or None for the
+        limit measured from the run's own update times).
+      resume_command: the command that continues this run, printed when the process must exit at
+        once (a second stop signal, a stall); by default the advice to rerun with --resume.
 
     Raises:
       RunDirectoryError, resume.ResumeError, checkpoint.CheckpointError: before anything is
@@ -165,6 +184,8 @@ def train(
       faults.NonFiniteError: training produced a NaN or infinity (no checkpoint is written for it).
     """
     started = time.time()  # wall_s counts from here: building the trainer and compiling included
+    if stall_limit_s is not None and not stall_limit_s > 0:
+        raise ValueError(f"stall_limit_s must be a positive number of seconds, got {stall_limit_s}")
     if trainer is None:
         trainer = Trainer(config)
     mismatched = sorted(set(config_differences(trainer.config, config)) - set(RESUMABLE_FIELDS) - {"seed"})
@@ -194,12 +215,18 @@ def train(
     log = MetricsLog(out, config, started, previous_rows=previous_rows, progress=progress and main,
                      description=description, tensorboard=tensorboard, on_metrics=on_metrics, write_files=main)
     manager = checkpoint.checkpoint_manager(out, max_to_keep=config.keep_checkpoints)
+    note = lambda: exit_note(out, resume_command)  # noqa: E731
+    watch = StallWatchdog(stall_limit_s, stall_report_file(out), config.num_updates, note) if watchdog else None
     try:
-        with StopSignals() as stop:
-            state, stopped = _training_loop(trainer, config, state, log, manager, stop,
-                                            first_update=len(previous_rows), after_update=after_update)
+        with StopSignals(note) as stop:
+            state, stopped = _training_loop(trainer, config, state, log, manager, stop, first_update=len(previous_rows),
+                                            after_update=after_update, watch=watch, note=note, out=out)
     finally:
+        if watch is not None:
+            watch.enter(len(log.rows), SAVE_PHASE)
         manager.wait_until_finished()
+        if watch is not None:
+            watch.close()
         manager.close()
         log.close()
     if stopped:
@@ -209,12 +236,62 @@ def train(
     return _finished(trainer, config, out, state, log.rows, resumed_from)
 
 
+def stall_report_file(out: pathlib.Path) -> pathlib.Path:
+    """RUN/stall_process<I>.txt: where process I reports a stall or a lost peer (with the stacks)."""
+    return out / f"stall_process{jax.process_index()}.txt"
+
+
+def newest_checkpoint(out: pathlib.Path) -> int | None:
+    """The update number of the newest complete checkpoint on disk (None if there is none). Orbax
+    makes a checkpoint visible under its number only once it is complete."""
+    folder = out / checkpoint.CHECKPOINT_DIR
+    numbers = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+    return max(numbers, default=None)
+
+
+def exit_note(out: pathlib.Path, resume_command: str | None) -> str:
+    """What a process that exits at once says about its run: the newest checkpoint and how to resume."""
+    newest = newest_checkpoint(out)
+    if newest is None:
+        return (f"No checkpoint of {out} had been written yet, so it cannot be resumed: start it again "
+                "with another --out.")
+    how = resume_command or f"the same command with --out {out} --resume"
+    return (f"The newest checkpoint, {out / checkpoint.CHECKPOINT_DIR / str(newest)} (update {newest}), "
+            f"stays valid; to resume: {how}")
+
+
 def _training_loop(trainer: Trainer, config: MLSHConfig, state: TrainState, log: MetricsLog, manager,
-                   stop: StopSignals, first_update: int,
-                   after_update: Callable[[int, TrainState], None] | None = None) -> tuple[TrainState, bool]:
+                   stop: StopSignals, first_update: int, after_update: Callable[[int, TrainState], None] | None = None,
+                   watch: StallWatchdog | None = None, note: Callable[[], str] = lambda: "",
+                   out: pathlib.Path | None = None) -> tuple[TrainState, bool]:
     """Updates from `first_update` to `config.num_updates` or to a stop request (on any process).
+    `watch` is told which update and phase the loop is in. In a cluster, a failed collective (a lost
+    peer process) ends this process with `STALL_EXIT_CODE` and `note()`, reported in the run
+    directory `out`.
 
     Returns (the last state, whether it stopped early)."""
+    try:
+        return _updates(trainer, config, state, log, manager, stop, first_update, after_update,
+                        watch.enter if watch is not None else _unwatched)
+    except Exception as error:
+        if not distributed.is_peer_failure(error):
+            raise
+        path = stall_report_file(out)
+        with open(path, "a") as file:
+            file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}: a collective failed: {error}\n\n")
+        exit_now(f"error: a collective across processes failed, so a peer process was probably lost: "
+                 f"{distributed.first_line(error)} (details in {path}). Exiting with code {STALL_EXIT_CODE}. "
+                 f"{note()}", STALL_EXIT_CODE)
+
+
+def _unwatched(update: int, phase: str, measured: bool = True) -> None:
+    """`StallWatchdog.enter` of a run without a watchdog."""
+
+
+def _updates(trainer: Trainer, config: MLSHConfig, state: TrainState, log: MetricsLog, manager, stop: StopSignals,
+             first_update: int, after_update: Callable[[int, TrainState], None] | None,
+             enter: Callable[..., None]) -> tuple[TrainState, bool]:
+    """The loop of `_training_loop`; `enter(update, phase)` marks each phase for the watchdog."""
     pending = None  # (update number, device metrics) not yet logged
 
     def log_and_check(update, device_metrics):
@@ -231,18 +308,23 @@ def _training_loop(trainer: Trainer, config: MLSHConfig, state: TrainState, log:
             raise NonFiniteError(f"{problem}. The run stopped without saving this state; {last_good}.")
 
     for update_index in range(first_update, config.num_updates):
+        done = update_index + 1
+        enter(done, UPDATE_PHASE)
         state, metrics = trainer.update(state)
         if pending is not None:
             log_and_check(*pending)
-        pending = (update_index + 1, metrics)
-        done = update_index + 1
+        pending = (done, metrics)
         if after_update is not None:
+            enter(done, HOOK_PHASE, measured=False)
             after_update(done, state)
+        enter(done, STOP_PHASE)
         stopping = distributed.any_process(stop.requested is not None) and done < config.num_updates
         periodic = config.checkpoint_every and done % config.checkpoint_every == 0
         if done == config.num_updates or periodic or stopping:
+            enter(done, RESULTS_PHASE)
             log_and_check(*pending)  # waits for this update: its health is known before it is saved
             pending = None
+            enter(done, SAVE_PHASE)
             checkpoint.save(manager, done, state, config.to_dict())
         if stopping:
             return state, True
