@@ -23,6 +23,7 @@ ENV_REGISTRY = {
     "ant_twowalk": "envs.ant_twowalk:AntTwoWalk",
     "ant_maze": "envs.ant_maze:AntMaze",
     "ant_obstacles": "envs.ant_obstacles:AntObstacleCourse",
+    "brax_ant": "envs.brax_ant:BraxAnt",            # Brax's own ant, its reward: the learner's reference
     "humanoid_walkcrawl": "envs.humanoid:HumanoidWalkCrawl",
     "humanoid_course": "envs.humanoid:HumanoidCourse",
 }

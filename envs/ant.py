@@ -30,6 +30,7 @@ from envs.brax_body import BraxTaskEnv, load_system
 
 ANT_XML = epath.resource_path("brax") / "envs/assets/ant.xml"
 BUMPER_RADIUS = 0.8
+UPRIGHT_Z = (0.2, 1.0)  # torso heights at which Brax's ant counts as healthy
 WALL_HEIGHT = 1.0  # half height of every wall box (walls are 2 m tall)
 BODY_OBSERVATION_SIZE = 27
 
@@ -77,19 +78,44 @@ def ant_system(boxes: Sequence[Box], backend: str = "spring"):
 
 
 class AntTaskEnv(BraxTaskEnv):
-    """Shared machinery of the ant tasks: the model with walls, observation, start pose.
+    """Shared machinery of the ant tasks: the model with walls, observation, start pose, and the
+    optional shaping that Brax's ant has and the original's ant tasks do not.
 
     Subclasses define `sample_task`, `boxes` (walls), `start_xy`, `reward(task, before, after,
     action, extra)` and may override the `BraxTaskEnv` hooks.
+
+    Args:
+      alive_bonus: added to the task's reward at every step the ant is upright (`is_upright`).
+      end_when_fallen: the episode terminates at the first step the ant is not upright.
     """
 
     observation_size = BODY_OBSERVATION_SIZE + 2
     subpolicy_observation_size = BODY_OBSERVATION_SIZE
     action_size = 8
 
-    def __init__(self, episode_length: int, boxes: Sequence[Box] = (), backend: str = "spring"):
+    def __init__(self, episode_length: int, boxes: Sequence[Box] = (), backend: str = "spring",
+                 alive_bonus: float = 0.0, end_when_fallen: bool = False):
         self.boxes = tuple(boxes)
+        self.alive_bonus, self.end_when_fallen = float(alive_bonus), bool(end_when_fallen)
         super().__init__(episode_length, *ant_system(self.boxes, backend), backend=backend)
+
+    def _transition(self, task, inner, action, key):
+        inner, obs, reward, terminated = super()._transition(task, inner, action, key)
+        if self.alive_bonus == 0 and not self.end_when_fallen:
+            return inner, obs, reward, terminated
+        upright = self.is_upright(inner.pipeline)
+        if self.end_when_fallen:
+            terminated = terminated | ~upright
+        return inner, obs, reward + self.alive_bonus * upright, terminated
+
+    @staticmethod
+    def is_upright(pipeline_state) -> jax.Array:
+        """bool [...]: the torso's height is in `UPRIGHT_Z` (Brax's ant's healthy range) and its
+        up axis points above the horizon (not on its back)."""
+        z = pipeline_state.x.pos[..., 0, 2]
+        w, x, y, _ = jnp.moveaxis(pipeline_state.x.rot[..., 0, :], -1, 0)
+        up_z = 1.0 - 2.0 * (x * x + y * y)           # z component of the torso's rotated z axis
+        return (z >= UPRIGHT_Z[0]) & (z <= UPRIGHT_Z[1]) & (up_z > 0)
 
     @property
     def wall_names(self) -> list[str]:

@@ -88,16 +88,17 @@ class AntMaze(AntTaskEnv):
     Args:
       split: which layouts `sample_task` draws: "train" (0-6), "heldout" (7, 8) or "all".
       layouts: an explicit tuple of layout indices instead of a split.
+      shaping: `AntTaskEnv`'s `alive_bonus` and `end_when_fallen` (none by default).
     """
 
     name = "ant_maze"
     start_xy = START
 
     def __init__(self, episode_length: int = 1000, split: str = "train", layouts: tuple[int, ...] | None = None,
-                 backend: str = "spring"):
+                 backend: str = "spring", **shaping):
         self.layouts = tasks_of_split(SPLITS, split, layouts, len(LAYOUTS), "layout")
         slots = layout_blocks(0) + [Box(0.0, 0.0, CELL_HALF, CELL_HALF)] * (MAX_BLOCKS - len(layout_blocks(0)))
-        super().__init__(episode_length, boxes=slots + arena_walls(), backend=backend)
+        super().__init__(episode_length, boxes=slots + arena_walls(), backend=backend, **shaping)
         self._geom_pos = jnp.asarray(np.stack([self._layout_geom_pos(i) for i in range(len(LAYOUTS))]))
         self._goals = jnp.asarray([goal for _, goal in LAYOUTS], jnp.float32)
 

@@ -68,8 +68,8 @@ class AntObstacleCourse(AntTaskEnv):
     # Circles a top-down map draws: (label, centre, radius, colour).
     map_zones = (("goal", GOAL, GOAL_RADIUS, "green"), ("enemy zone", ENEMY_ZONE, ENEMY_ZONE_RADIUS, "red"))
 
-    def __init__(self, episode_length: int = 2000, backend: str = "spring"):
-        super().__init__(episode_length, boxes=arena_walls() + list(WALLS), backend=backend)
+    def __init__(self, episode_length: int = 2000, backend: str = "spring", **shaping):
+        super().__init__(episode_length, boxes=arena_walls() + list(WALLS), backend=backend, **shaping)
 
     def sample_task(self, key):
         return CourseTask(index=jnp.zeros((), jnp.int32))

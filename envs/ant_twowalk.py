@@ -29,8 +29,8 @@ class AntTwoWalk(AntTaskEnv):
     name = "ant_twowalk"
     task_kinds = tuple(f"goal ({x:g}, {y:g})" for x, y in GOALS)
 
-    def __init__(self, episode_length: int = 1000, backend: str = "spring"):
-        super().__init__(episode_length, boxes=(), backend=backend)
+    def __init__(self, episode_length: int = 1000, backend: str = "spring", **shaping):
+        super().__init__(episode_length, boxes=(), backend=backend, **shaping)
 
     def sample_task(self, key):
         return TwoWalkTask(goal=jax.random.randint(key, (), 0, len(GOALS), jnp.int32))

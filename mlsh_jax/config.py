@@ -390,6 +390,8 @@ class MLSHConfig:
         self.master_network.validate("master_network")
         self.sub_network.validate("sub_network")
         self.shaping.validate()
+        _require(self.shaping.is_default or self.env.startswith("ant_"), "shaping", self.shaping,
+                 f"the default TaskShaping() for env {self.env!r} (shaping applies to the ant tasks)")
         _require(0 <= self.random_master_action_prob <= 1, "random_master_action_prob",
                  self.random_master_action_prob, "a number in [0, 1]")
         _require(self.obs_clip > 0, "obs_clip", self.obs_clip, "a number > 0")
