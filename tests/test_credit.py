@@ -2,6 +2,7 @@
 responsibilities, Sinkhorn balance, annealing, staged unfreezing, and how the trainer applies them."""
 
 import dataclasses
+import functools
 import json
 import math
 
@@ -13,6 +14,8 @@ import pytest
 from mlsh_jax import credit
 from mlsh_jax.config import PAPER_CREDIT, ConfigError, CreditConfig, MLSHConfig, config_differences
 from mlsh_jax.trainer import Trainer
+from conftest import tiny_config
+from tests.helpers.toy_envs import Choice, ChoiceTask
 
 
 def softmax_pair(margin):
@@ -167,3 +170,50 @@ def test_responsibility_rule_matches_the_paper_rule_when_every_slot_ties(tiny):
         results.append(jax.tree.map(np.asarray, state.subs.params))
     for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
         np.testing.assert_array_equal(a, b)
+
+
+@functools.lru_cache(maxsize=None)
+def _choice_trainer(credit_rule, num_slots):
+    """A trainer of `num_slots` slots of `Choice`, every slot in its joint phase at every update."""
+    config = tiny_config(num_slots=num_slots, warmup_updates=0, joint_updates=1, episode_length=10,
+                         macro_duration=5, steps_per_slot=100, envs_per_slot=2, credit=credit_rule)
+    return Trainer(config, env=Choice())
+
+
+def _one_update_on_hand_made_tasks(credit_rule, tasks, num_slots):
+    """The sub-policies after one update of `num_slots` joint slots of `Choice` with the given tasks
+    ((good actions, bonuses)); masters are fresh, so both sub-policies act in every slot."""
+    trainer = _choice_trainer(credit_rule, num_slots)
+    state = trainer.init(jax.random.PRNGKey(0))
+    task = ChoiceTask(good=jnp.asarray(tasks[0], jnp.int32), bonus=jnp.asarray(tasks[1], jnp.float32))
+    state = jax.device_put(state.replace(slots=state.slots.replace(task=task)), trainer.state_sharding)
+    return jax.device_get(trainer.update(state)[0].subs.params)
+
+
+def _same_subpolicy(a, b, k):
+    return all(np.array_equal(x[k], y[k]) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_a_subpolicy_learns_nothing_from_the_data_of_a_slot_it_lost():
+    """Two joint slots: slot A pays action 0, slot B action 1 plus a bonus at every step. At a
+    temperature of 0.01 each slot's data goes wholly to the sub-policy that earned more there
+    (weights 2 and exactly 0), and the bonus (the same for both sub-policies) changes no winner. So
+    the sub-policy that lost slot B updates bit for bit the same with and without the bonus, while
+    the winner's update changes; under the paper's rule, where every step trains its sub-policy,
+    both change."""
+    sharp = CreditConfig(temperature=0.01, handover_update=0)
+    for rule, identical in ((sharp, 1), (PAPER_CREDIT, 0)):
+        plain = _one_update_on_hand_made_tasks(rule, ([0, 1], [0.0, 0.0]), num_slots=2)
+        bonus = _one_update_on_hand_made_tasks(rule, ([0, 1], [0.0, 0.5]), num_slots=2)
+        assert sum(_same_subpolicy(plain, bonus, k) for k in (0, 1)) == identical, rule
+
+
+def test_with_one_joint_slot_the_responsibility_rule_is_the_paper_rule():
+    """One joint slot: every sample of a sub-policy carries that sub-policy's one weight (about 2 for
+    the slot's winner, 0.0025 for its loser at temperature 0.3), and the loss depends only on the
+    ratios of the weights within each sub-policy's data: the update is the paper rule's."""
+    tasks = ([1], [0.0])
+    soft = _one_update_on_hand_made_tasks(CreditConfig(temperature=0.3, handover_update=0), tasks, num_slots=1)
+    paper = _one_update_on_hand_made_tasks(PAPER_CREDIT, tasks, num_slots=1)
+    for a, b in zip(jax.tree.leaves(soft), jax.tree.leaves(paper)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
