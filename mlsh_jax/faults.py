@@ -199,18 +199,18 @@ class StallWatchdog:
 
     def enter(self, update: int, phase: str, measured: bool = True) -> None:
         """Marks the start of `phase` of update `update` (1-based), ending the previous phase."""
-        now = time.monotonic()
-        self._record(self._current, now)
+        now, previous = time.monotonic(), self._current
+        if previous is not None and previous.measured:
+            self.record(previous.name, now - previous.started)
         self._current = _Phase(update, phase, measured, now)
 
-    def _record(self, phase: _Phase | None, now: float) -> None:
-        if phase is None or not phase.measured:
-            return
-        if phase.name not in self._first:
-            self._first[phase.name] = now - phase.started
-            self._recent[phase.name] = collections.deque(maxlen=_SAMPLES)
+    def record(self, phase: str, seconds: float) -> None:
+        """Adds one duration of `phase` to those its automatic limit is measured from."""
+        if phase not in self._first:
+            self._first[phase] = seconds
+            self._recent[phase] = collections.deque(maxlen=_SAMPLES)
         else:
-            self._recent[phase.name].append(now - phase.started)
+            self._recent[phase].append(seconds)
 
     def limit_for(self, phase: str, measured: bool = True) -> tuple[float, str]:
         """(seconds, how they were set) that `phase` may last now, by the rule in the class docstring."""
