@@ -109,6 +109,11 @@ def run_cli(*args):
     ("credit.balance_iterations=-1", "credit.balance_iterations"),
     ("credit.unfreeze_interval=-1", "credit.unfreeze_interval"),
     ("credit.handover_update=-1", "credit.handover_update"),
+    ("sub_network.distribution=beta", "sub_network.distribution"),
+    ("sub_network.activation=gelu", "sub_network.activation"),
+    ("sub_network.policy_hidden_sizes=64,0", "sub_network.policy_hidden_sizes"),
+    ("sub.advantage_normalization=task", "sub.advantage_normalization"),
+    ("steps_per_slot=150", "steps_per_slot"),          # does not split into the env copies' windows
 ])
 def test_bad_configuration_exits_2_before_writing(tmp_path, override, field):
     out = tmp_path / "run"

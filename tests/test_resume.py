@@ -151,6 +151,8 @@ def snapshot(directory):
     (["--set", "num_updates=5"], "more than num_updates=5"),
     (["--set", "credit.rule=paper"], "credit.rule: 'responsibility' -> 'paper'"),
     (["--set", "credit.handover_update=5"], "credit.handover_update: 30 -> 5"),
+    (["--set", "sub_network.activation=swish"], "sub_network.activation: 'tanh' -> 'swish'"),
+    (["--set", "sub.advantage_normalization=slot"], "sub.advantage_normalization: 'minibatch' -> 'slot'"),
 ])
 def test_resume_refuses_changes_that_alter_the_run(tmp_path, reference, args, expected):
     out = tmp_path / "run"

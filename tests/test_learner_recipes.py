@@ -1,0 +1,192 @@
+"""The locomotion learner's mechanisms against independent references: the tanh-squashed Gaussian
+(brax's implementation and the change-of-variables formula), advantage standardisation per slot and
+sub-policy (a plain loop), the GAE cut at sub-policy switches (by hand), the ant's upright test and
+shaping on hand-made states, configurations stored before the recipes existed, and bad input."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mlsh_jax.config import ConfigError, MLSHConfig, NetworkConfig, PPOConfig, TaskShaping
+from mlsh_jax.losses import compute_gae, standardize
+from mlsh_jax.networks import ActorCritic, TanhGaussian
+from mlsh_jax.trainer import Trainer, switches
+from tests.conftest import tiny_config
+
+
+# ---- the tanh-squashed Gaussian --------------------------------------------------------------
+def _params(seed=0, n=5, a=3):
+    return jax.random.normal(jax.random.PRNGKey(seed), (n, 2 * a)) * 1.5
+
+
+def test_tanh_gaussian_log_prob_matches_brax_and_the_change_of_variables_formula():
+    from brax.training.distribution import NormalTanhDistribution
+
+    dist, params = TanhGaussian(3), _params()
+    raw = jax.random.normal(jax.random.PRNGKey(1), (5, 3)) * 2.0
+    ours = np.asarray(dist.log_prob(params, raw))
+    np.testing.assert_allclose(ours, np.asarray(NormalTanhDistribution(3).log_prob(params, raw)), rtol=1e-5, atol=1e-5)
+    # By hand: log N(u; mean, std) - log(1 - tanh(u)^2), std = softplus(raw scale) + 0.001.
+    p, u = np.asarray(params, np.float64), np.asarray(raw, np.float64)
+    mean, std = p[:, :3], np.log1p(np.exp(p[:, 3:])) + 0.001
+    by_hand = (-0.5 * ((u - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
+               - np.log(1 - np.tanh(u) ** 2)).sum(-1)
+    np.testing.assert_allclose(ours, by_hand, rtol=1e-4)
+
+
+def test_tanh_gaussian_density_of_the_squashed_action_integrates_to_one():
+    dist = TanhGaussian(1)
+    params = jnp.asarray([[0.7, -0.4]])
+    squashed = np.linspace(-0.999999, 0.999999, 200_001)
+    raw = jnp.arctanh(jnp.asarray(squashed, jnp.float32))[:, None]
+    density = np.exp(np.asarray(dist.log_prob(jnp.broadcast_to(params, (raw.shape[0], 2)), raw)))
+    assert abs(np.trapezoid(density, squashed) - 1.0) < 2e-3
+
+
+def test_tanh_gaussian_entropy_samples_mode_and_env_action():
+    dist, params = TanhGaussian(3), _params(2)
+    p = np.asarray(params, np.float64)
+    mean, std = p[:, :3], np.log1p(np.exp(p[:, 3:])) + 0.001
+    expected = (np.log(std) + 0.5 * (1 + np.log(2 * np.pi)) + np.log(1 - np.tanh(mean) ** 2)).sum(-1)
+    np.testing.assert_allclose(np.asarray(dist.entropy(params)), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(dist.mode(params)), mean, rtol=1e-6)
+    draws = jax.vmap(lambda k: dist.sample(k, params))(jax.random.split(jax.random.PRNGKey(3), 20_000))
+    np.testing.assert_allclose(np.asarray(draws.std(0)), std, rtol=0.05)
+    env_actions = np.asarray(dist.to_env(draws))
+    assert np.all(np.abs(env_actions) <= 1) and np.abs(env_actions).max() > 0.9   # float32 tanh may round to 1
+
+
+def test_the_locomotion_recipe_builds_brax_sized_networks():
+    config = dataclasses.replace(tiny_config(), env="ant_twowalk", episode_length=100, steps_per_slot=100,
+                                 macro_duration=50, sub_network=NetworkConfig.locomotion()).validate()
+    trainer = Trainer(config)
+    params = jax.tree.map(lambda x: x[0], trainer.init(jax.random.PRNGKey(0)).subs.params)["params"]
+    kernels = lambda net: [params[net][f"Dense_{i}"]["kernel"].shape for i in range(len(params[net]))]
+    assert kernels("policy") == [(27, 32), (32, 32), (32, 32), (32, 32), (32, 16)]
+    assert kernels("value") == [(27, 256)] + [(256, 256)] * 4 + [(256, 1)]
+    assert isinstance(trainer.sub_model.distribution, TanhGaussian) and "log_std" not in params
+
+
+def test_a_value_that_sees_the_whole_observation_leaves_the_policy_its_view():
+    model = ActorCritic(TanhGaussian(2), hidden_sizes=(8,), policy_input_size=3)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((5,)))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (4, 5))
+    changed = obs.at[:, 3:].add(10.0)               # only the entries the policy does not see
+    dist_a, value_a = model.apply(params, obs)
+    dist_b, value_b = model.apply(params, changed)
+    np.testing.assert_array_equal(np.asarray(dist_a), np.asarray(dist_b))
+    assert not np.allclose(np.asarray(value_a), np.asarray(value_b))
+    assert params["params"]["policy"]["Dense_0"]["kernel"].shape == (3, 8)
+    assert params["params"]["value"]["Dense_0"]["kernel"].shape == (5, 8)
+
+
+# ---- advantage standardisation per slot and sub-policy ----------------------------------------------
+def test_per_slot_and_subpolicy_standardisation_matches_a_plain_loop():
+    key_a, key_g, key_w = jax.random.split(jax.random.PRNGKey(0), 3)
+    advantages = jax.random.normal(key_a, (3, 6, 4)) * jnp.asarray([1.0, 10.0, 100.0])[:, None, None] + 5.0
+    group = jax.random.randint(key_g, (3, 6, 4), 0, 2)
+    weights = jax.random.uniform(key_w, (3, 6, 4), minval=0.01, maxval=0.05)     # totals well below 1
+    out = np.asarray(jax.vmap(lambda a, w, g: standardize(a, w, g, 2, weight_floor=1e-12))(advantages, weights, group))
+    a, g, w = (np.asarray(x, np.float64) for x in (advantages, group, weights))
+    for slot in range(3):
+        for k in range(2):
+            member = g[slot] == k
+            x, ww = a[slot][member], w[slot][member]
+            mean = (ww * x).sum() / ww.sum()
+            std = math.sqrt((ww * (x - mean) ** 2).sum() / ww.sum())
+            np.testing.assert_allclose(out[slot][member], (x - mean) / std, rtol=1e-4, atol=1e-4)
+
+
+# ---- the GAE cut at sub-policy switches -----------------------------------------------------------
+def test_switches_mark_the_last_step_before_another_subpolicy_takes_over():
+    sub_index = jnp.asarray([[[0], [0], [1], [1], [1], [0]]])               # [C=1, T=6, E=1]
+    assert np.asarray(switches(sub_index))[0, :, 0].tolist() == [False, True, False, False, True, False]
+
+
+def test_a_cut_at_a_switch_bootstraps_with_the_acting_subpolicys_own_value():
+    rewards = jnp.asarray([1.0, 2.0, 3.0])
+    values = jnp.asarray([0.5, 0.4, 0.3])
+    next_values = jnp.asarray([0.45, 9.0, 0.2])     # at step 1 the own value of the next state is 9
+    false = jnp.zeros(3, bool)
+    cut = jnp.asarray([False, True, False])
+    gamma, lam = 0.9, 0.8
+    advantages, _ = compute_gae(rewards, values, next_values, false, cut, gamma, lam)
+    d2 = 3.0 + gamma * 0.2 - 0.3
+    d1 = 2.0 + gamma * 9.0 - 0.4                    # not continued into step 2's advantage
+    d0 = 1.0 + gamma * 0.45 - 0.5
+    np.testing.assert_allclose(np.asarray(advantages), [d0 + gamma * lam * d1, d1, d2], rtol=1e-6)
+
+
+# ---- the ant's upright test and shaping ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def twowalk_pair():
+    from envs.ant_twowalk import AntTwoWalk
+    return AntTwoWalk(episode_length=20), AntTwoWalk(episode_length=20, alive_bonus=1.5, end_when_fallen=True)
+
+
+def _placed(env, height, rotation):
+    task = env.sample_task(jax.random.PRNGKey(0))
+    state = env.reset(task, jax.random.PRNGKey(1))
+    q = state.inner.pipeline.q.at[2].set(height).at[3:7].set(jnp.asarray(rotation, jnp.float32))
+    pipeline = env.pipeline.init(env.sys, q, jnp.zeros_like(state.inner.pipeline.qd))
+    return task, state.replace(inner=state.inner.replace(pipeline=pipeline))
+
+
+@pytest.mark.parametrize("height, rotation, upright", [
+    (0.55, (1.0, 0.0, 0.0, 0.0), True),
+    (1.3, (1.0, 0.0, 0.0, 0.0), False),                       # above Brax's healthy range
+    (0.55, (0.0, 1.0, 0.0, 0.0), False),                      # on its back (180 degrees about x)
+    (0.55, (math.cos(0.3), 0.0, math.sin(0.3), 0.0), True),    # tilted 34 degrees
+])
+def test_upright_test_on_hand_placed_bodies(twowalk_pair, height, rotation, upright):
+    plain, _ = twowalk_pair
+    _, state = _placed(plain, height, rotation)
+    assert bool(plain.is_upright(state.inner.pipeline)) == upright
+
+
+def test_alive_bonus_and_the_end_when_fallen_shift_only_what_they_say(twowalk_pair):
+    plain, shaped = twowalk_pair
+    action = jnp.zeros(8)
+    for rotation, upright in (((1.0, 0.0, 0.0, 0.0), True), ((0.0, 1.0, 0.0, 0.0), False)):
+        task, state = _placed(plain, 0.55, rotation)
+        a = jax.jit(plain.step)(task, state, action, jax.random.PRNGKey(2))
+        b = jax.jit(shaped.step)(task, state, action, jax.random.PRNGKey(2))
+        still_upright = bool(plain.is_upright(a.inner.pipeline))
+        assert still_upright == upright
+        np.testing.assert_allclose(float(b.reward), float(a.reward) + (1.5 if still_upright else 0.0), rtol=1e-5)
+        assert not bool(a.terminated) and bool(b.terminated) == (not still_upright)
+
+
+# ---- configurations: stored ones, bad input -----------------------------------------------------------
+def test_a_configuration_stored_before_the_recipes_reads_back_with_its_behaviour():
+    stored = MLSHConfig().to_dict()
+    for role in ("master_network", "sub_network"):
+        del stored[role]
+    for level in ("master", "sub"):
+        del stored[level]["advantage_normalization"]
+    del stored["bootstrap_at_switch"], stored["shaping"]
+    stored["hidden_sizes"] = [32, 16]
+    config = MLSHConfig.from_dict(stored)
+    expected = NetworkConfig(policy_hidden_sizes=(32, 16), value_hidden_sizes=(32, 16))
+    assert config.master_network == expected and config.sub_network == expected
+    assert config.sub.advantage_normalization == "minibatch" and not config.bootstrap_at_switch
+    assert config.shaping == TaskShaping()
+    assert MLSHConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(sub_network=NetworkConfig(distribution="beta")), "sub_network.distribution"),
+    (dict(sub_network=NetworkConfig(activation="gelu")), "sub_network.activation"),
+    (dict(master_network=NetworkConfig(value_hidden_sizes=(64, 0))), "master_network.value_hidden_sizes"),
+    (dict(sub_network=NetworkConfig(policy_hidden_sizes=())), "sub_network.policy_hidden_sizes"),
+    (dict(sub=PPOConfig(advantage_normalization="task")), "sub.advantage_normalization"),
+    (dict(shaping=TaskShaping(alive_bonus=1.0)), "shaping"),                # moving bandits takes none
+    (dict(shaping=TaskShaping(alive_bonus=-1.0), env="ant_maze"), "shaping.alive_bonus"),
+])
+def test_bad_learner_settings_are_refused_naming_the_field(change, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        dataclasses.replace(MLSHConfig(), **change).validate()
