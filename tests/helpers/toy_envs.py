@@ -72,12 +72,13 @@ class TargetTask:
 
 class PointMass(TaskEnv):
     """A point on a line starting at 0 and moving `SPEED` x action (continuous, clipped to [-1, 1]) per
-    step towards a target at -0.5 or +0.5 (the task). Observation [x, target]; reward -|x - target|
-    after the move. Sub-policies see only x: under a master, only the master knows where to go.
+    step towards a target at -`distance` or +`distance` (the task, default 0.5). Observation
+    [x, target]; reward -|x - target| after the move. Sub-policies see only x: under a master, only
+    the master knows where to go.
 
-    Best return over an episode of 10 steps: -(0.4 + 0.3 + 0.2 + 0.1) = -1.0. A policy that ignores
-    the observation follows one path x_t for both targets, and |x_t - 0.5| + |x_t + 0.5| >= 1, so its
-    expected return is at most -10 x 0.5 = -5.0.
+    At distance 0.5, the best return over an episode of 10 steps is -(0.4 + 0.3 + 0.2 + 0.1) = -1.0. A
+    policy that ignores the observation follows one path x_t for both targets, and |x_t - 0.5| +
+    |x_t + 0.5| >= 1, so its expected return is at most -10 x 0.5 = -5.0.
     """
 
     name = "point_mass"
@@ -88,8 +89,11 @@ class PointMass(TaskEnv):
     episode_length = 10
     SPEED = 0.1
 
+    def __init__(self, distance: float = 0.5):
+        self.distance = distance
+
     def sample_task(self, key):
-        return TargetTask(target=jnp.where(jax.random.bernoulli(key), 0.5, -0.5))
+        return TargetTask(target=jnp.where(jax.random.bernoulli(key), self.distance, -self.distance))
 
     def _reset(self, task, key):
         return jnp.zeros(()), jnp.stack([jnp.zeros(()), task.target])

@@ -1,0 +1,1 @@
+"""Deliberate bugs and the run that proves the default tier catches them (`run.py`)."""
