@@ -8,6 +8,8 @@
 # num_slots must be a multiple of the slice's chip count (32 on a v5e-32). OUT must be a path all
 # hosts share (a GCS bucket mounted with gcsfuse, or a Filestore share); only host 0 writes metrics.
 # Preemptible / spot slices send SIGTERM: every host saves a checkpoint and exits 0.
+# A stalled update, or a host whose peer was lost, exits with code 75 after writing
+# OUT/stall_process<I>.txt (docs/long_runs.md): call this again with RESUME=1.
 #
 # Run directory: OUT, by default /mnt/shared/runs/mlsh_jax_<experiment> (e.g. mlsh_jax_ant_maze):
 # the same on every call, whatever the slice is named, so RESUME=1 continues the run even on a

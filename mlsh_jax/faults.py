@@ -95,7 +95,8 @@ class StopSignals:
     thread waiting inside XLA never runs them (neither for the first nor for the second signal). The
     C-level handler still writes each signal's number to the wakeup file descriptor
     (`signal.set_wakeup_fd`), from whatever thread the signal arrived on; a watcher thread reads it
-    there and acts. Outside the main thread (where Python cannot install handlers) this does nothing.
+    there and acts (it needs the GIL, which JAX releases while it waits for a computation). Outside
+    the main thread (where Python cannot install handlers) this does nothing.
     """
 
     def __init__(self, exit_note: Callable[[], str] = lambda: ""):
@@ -206,9 +207,9 @@ class StallWatchdog:
 
     def record(self, phase: str, seconds: float) -> None:
         """Adds one duration of `phase` to those its automatic limit is measured from."""
-        if phase not in self._first:
-            self._first[phase] = seconds
+        if phase not in self._first:  # the deque first: the watcher thread reads both once `_first` has it
             self._recent[phase] = collections.deque(maxlen=_SAMPLES)
+            self._first[phase] = seconds
         else:
             self._recent[phase].append(seconds)
 

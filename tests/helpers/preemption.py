@@ -17,7 +17,7 @@ class _StopAfter:
 
     updates = 1
 
-    def __init__(self):
+    def __init__(self, exit_note=None):
         self._reads = 0
 
     def __enter__(self):
