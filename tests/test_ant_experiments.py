@@ -93,7 +93,9 @@ def test_maze_smoke_reports_success(tmp_path):
     out = tmp_path / "maze"
     summary = ant_maze.main(["--preset", "smoke", "--out", str(out), "--no-progress", "--no-baseline"])
     success = summary["success"]
-    assert 0.0 <= success["all_slots"] <= 1.0
+    # A smoke episode lasts 2 s and every goal is 24 m or more from the start: no slot reaches one
+    # (tests/test_ant_envs.py::test_goal_reached_triggers_success: a torso near its goal counts).
+    assert success["all_slots"] == 0.0 and set(success["by_layout"].values()) == {0.0}
     assert set(success["by_layout"]) <= set(range(7))  # training layouts only
     assert len(summary["subpolicy_headings"]["subpolicies"]) == 3
 

@@ -26,7 +26,9 @@ def test_smoke_run_writes_the_contract_and_a_behaviour_summary(module, tmp_path)
         behaviour = saved["subpolicy_behaviour"]
         assert len(behaviour) == config.num_subpolicies == 3
         for entry in behaviour.values():
-            assert 0 <= entry["picks_up_key"] <= 1 and len(entry["ends_near_door"]) == 2
+            # A fraction of the 200 episodes run per sub-policy.
+            assert entry["picks_up_key"] * 200 == pytest.approx(round(entry["picks_up_key"] * 200))
+            assert len(entry["ends_near_door"]) == 2
     else:
         rooms = saved["subpolicy_rooms"]
         assert len(rooms) == config.num_subpolicies == 4

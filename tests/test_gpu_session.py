@@ -315,7 +315,7 @@ def test_whole_smoke_session_with_the_real_experiments(tmp_path):
     assert sorted(humanoid["torso_height"]) == ["subpolicy_0", "subpolicy_1"]
     assert all(0 < h < 2 for per in humanoid["torso_height"].values() for h in per.values())
     maze = json.loads((out / "maze.json").read_text())
-    assert 0.0 <= maze["success"]["all_slots"] <= 1.0 and "subpolicy_headings" in maze
+    assert maze["success"]["all_slots"] == 0.0 and "subpolicy_headings" in maze   # no goal within a smoke episode
     throughput = json.loads((out / "throughput.json").read_text())
     assert {(r["family"], r["kind"]) for r in throughput["table"] if r["env_steps_per_s"]} == {
         ("humanoid", "humanoid_walkcrawl"), ("ant", "ant_maze"), ("ant", "mlsh_ant_maze")}

@@ -43,7 +43,7 @@ def test_walkcrawl_smoke_writes_the_contract_baseline_and_postures(walkcrawl_run
             assert 0.0 < figures["mean_torso_height"] < 2.0 and np.isfinite(figures["mean_x_displacement"])
             # It starts standing (torso at 1.41) and cannot fall in one 10-step macro step (0.15 s).
             assert figures["mean_torso_height_first_macro_step"] > 1.0
-            assert 0.0 < figures["upright_fraction"] <= 1.0
+            assert figures["upright_fraction"] > 0.0
 
 
 def test_course_trains_masters_and_both_baselines_over_the_transferred_policies(walkcrawl_run, tmp_path):
@@ -57,7 +57,8 @@ def test_course_trains_masters_and_both_baselines_over_the_transferred_policies(
         assert (out / name / "metrics.csv").is_file() and np.isfinite(baseline["mean_return"])
         assert baseline["progress"]["episodes"] == 2
     progress = summary["progress"]
-    assert 0.0 <= progress["turned_fraction"] <= 1.0 and np.isfinite(progress["furthest_x_mean"])
+    # The smoke course lasts 0.6 s: nobody passes x = 25 (the turn itself: test_humanoid_envs.py).
+    assert progress["turned_fraction"] == 0.0 and np.isfinite(progress["furthest_x_mean"])
     # The shared policy transferred starts from the source's shared policy (one sub-policy, same shapes).
     shared_config = json.loads((out / "shared_transfer" / "config.json").read_text())
     assert shared_config["algorithm"] == "shared" and shared_config["num_subpolicies"] == 1
