@@ -20,6 +20,9 @@ from tests.helpers.toy_envs import PointMass
 
 # Halfway between what ignoring the observation can get (-5.0) and the best return (-1.0).
 THRESHOLD = -3.0
+# Within 0.5 of the best return: a flat policy gets there in 30 updates (seeds 0-2: -1.18, -1.24, -1.28
+# over the last 5); one trained with the policy gradient's sign flipped stalled at -2.5.
+NEAR_BEST = -1.5
 
 
 def train(config, updates):
@@ -42,8 +45,8 @@ def probe_config(**overrides):
 
 def test_a_flat_gaussian_policy_learns_to_reach_the_target():
     returns = train(probe_config(algorithm="shared", num_subpolicies=1, warmup_updates=0,
-                                 subpolicy_observation="full"), updates=20)
-    assert np.mean(returns[:3]) < THRESHOLD < np.mean(returns[-5:]), returns
+                                 subpolicy_observation="full"), updates=30)
+    assert np.mean(returns[:3]) < THRESHOLD and np.mean(returns[-5:]) > NEAR_BEST, returns
 
 
 def test_a_master_learns_to_pick_the_subpolicy_that_goes_to_the_target():
