@@ -16,8 +16,9 @@ unroll 5 (ours: 20-step windows), 4 epochs x 16 minibatches, gamma 0.97, lambda 
 entropy 1e-2, reward scaling 10, observation normalisation, policy 4x32 / value 5x256 swish,
 tanh-squashed Gaussian. Ours is the shared-policy path through `Trainer` with the `locomotion`
 recipe (`--recipe paper`: the paper's 2x64 tanh networks and PPO settings on the same layout).
-Evaluation is the same function for both: `--eval-episodes` greedy episodes of the env (fresh tasks),
-return until the episode ends, distance from the start to where it ended.
+Evaluation is the same function for both: `--eval-episodes` greedy episodes of the env (fresh tasks)
+with its own reward (without the shaping of `--alive-bonus` / `--end-when-fallen`, which change only
+what is trained on), return until the episode ends, distance from the start to where it ended.
 
 Needs JAX < 0.10 for brax's trainer (it calls `jax.device_put_replicated`); on newer JAX its jobs are
 reported as skipped, never faked.
@@ -39,7 +40,7 @@ import numpy as np
 
 from envs import make_env
 from mlsh_jax import checkpoint
-from mlsh_jax.config import MLSHConfig, NetworkConfig, PPOConfig
+from mlsh_jax.config import MLSHConfig, NetworkConfig, PPOConfig, TaskShaping
 from mlsh_jax.files import write_json
 from mlsh_jax.networks import ActorCritic
 from mlsh_jax.trainer import Trainer
@@ -54,15 +55,17 @@ EPOCHS, MINIBATCHES = 4, 16
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One training run of the benchmark."""
+    """One training run of the benchmark; `variant` names what differs from the locomotion recipe on
+    the env's own reward ("" for nothing: `_paper`, `_alive1_fall`, ...)."""
 
     env: str
     learner: str
     seed: int
+    variant: str = ""
 
     @property
     def name(self) -> str:
-        return f"{self.env}_{self.learner}_s{self.seed}"
+        return f"{self.env}_{self.learner}_s{self.seed}{self.variant}"
 
 
 # ---- the shared evaluation ---------------------------------------------------------------------
@@ -99,9 +102,10 @@ def evaluate(env, policy, key: jax.Array, num_episodes: int) -> dict:
 
 
 # ---- this project's learner --------------------------------------------------------------------
-def our_config(env: str, recipe: str, seed: int, num_envs: int, steps: int) -> MLSHConfig:
+def our_config(env: str, recipe: str, seed: int, num_envs: int, steps: int,
+               shaping: TaskShaping = TaskShaping()) -> MLSHConfig:
     """The shared-policy configuration of the benchmark: `num_envs` env copies in slots of 128,
-    `OUR_WINDOW`-step windows, `steps` env steps in all."""
+    `OUR_WINDOW`-step windows, `steps` env steps in all, trained on the env with `shaping`."""
     envs_per_slot = min(num_envs, 128)
     num_slots = num_envs // envs_per_slot
     per_update = num_envs * OUR_WINDOW
@@ -115,7 +119,7 @@ def our_config(env: str, recipe: str, seed: int, num_envs: int, steps: int) -> M
         env=env, episode_length=1000, algorithm="shared", num_subpolicies=1, macro_duration=OUR_WINDOW,
         warmup_updates=0, joint_updates=1, num_slots=num_slots, steps_per_slot=envs_per_slot * OUR_WINDOW,
         envs_per_slot=envs_per_slot, num_updates=max(1, steps // per_update), reward_scale=reward_scale,
-        sub=sub, sub_network=network, master_network=network, subpolicy_observation="full", seed=seed,
+        sub=sub, sub_network=network, master_network=network, subpolicy_observation="full", seed=seed, shaping=shaping,
         checkpoint_every=0, keep_checkpoints=1,
     ).validate()
 
@@ -134,8 +138,9 @@ def our_policy(trainer: Trainer, state):
 
 def run_ours(job: Job, folder: pathlib.Path, args) -> dict:
     """Trains (or continues) this project's learner, evaluating every `args.eval_every` env steps."""
-    config = our_config(job.env, args.recipe, job.seed, args.envs_count, args.steps)
+    config = our_config(job.env, args.recipe, job.seed, args.envs_count, args.steps, args.shaping)
     trainer = Trainer(config)
+    judge = make_env(job.env)              # evaluated on the env's own reward, without shaping
     manager = checkpoint.checkpoint_manager(folder, max_to_keep=1)
     curve = _read_curve(folder)
     done = checkpoint.steps(manager)
@@ -145,7 +150,7 @@ def run_ours(job: Job, folder: pathlib.Path, args) -> dict:
     update = done[-1] if done else 0
     per_update = config.env_steps_per_update
     every = max(1, args.eval_every // per_update)
-    evaluate_jit = jax.jit(lambda st, key: _our_eval_arrays(trainer, st, key, args.eval_episodes))
+    evaluate_jit = jax.jit(lambda st, key: evaluate(judge, our_policy(trainer, st), key, args.eval_episodes))
     train_seconds = sum(point.get("train_s", 0.0) for point in curve)
     if not curve:
         curve.append(_point(0, evaluate_jit(state, jax.random.PRNGKey(10_000)), 0.0, 0.0))
@@ -175,10 +180,6 @@ def run_ours(job: Job, folder: pathlib.Path, args) -> dict:
     return {"config": config.to_dict(), "curve": curve}
 
 
-def _our_eval_arrays(trainer, state, key, num_episodes):
-    return evaluate(trainer.env, our_policy(trainer, state), key, num_episodes)
-
-
 def _point(env_steps: int, result: dict, train_s: float, steps_per_s: float) -> dict:
     result = {k: float(v) for k, v in result.items()}
     return {"env_steps": env_steps, **result, "train_s": train_s, "env_steps_per_s": steps_per_s}
@@ -204,7 +205,7 @@ def run_brax(job: Job, folder: pathlib.Path, args) -> dict:
 
     from envs.adapters import to_brax
 
-    env = make_env(job.env)
+    env, judge = make_env(job.env, **args.shaping.env_kwargs()), make_env(job.env)
     curve, clock = [], {"mark": time.perf_counter(), "last": 0}
 
     def on_params(current_step, make_policy, params):
@@ -212,7 +213,7 @@ def run_brax(job: Job, folder: pathlib.Path, args) -> dict:
         steps_done = int(current_step)
         act = make_policy(params, deterministic=True)
         policy = lambda obs: act(obs, jax.random.PRNGKey(0))[0]
-        result = jax.jit(lambda key: evaluate(env, policy, key, args.eval_episodes))(
+        result = jax.jit(lambda key: evaluate(judge, policy, key, args.eval_episodes))(
             jax.random.PRNGKey(10_000 + steps_done))
         rate = (steps_done - clock["last"]) / train_s if train_s > 0 else 0.0
         curve.append(_point(steps_done, result, train_s, rate))
@@ -246,6 +247,10 @@ def parse(argv) -> argparse.Namespace:
     parser.add_argument("--eval-episodes", type=int, default=16)
     parser.add_argument("--envs-count", type=int, default=1024, help="env copies (a multiple of 128)")
     parser.add_argument("--recipe", default="locomotion", help=f"ours: {' or '.join(RECIPES)}")
+    parser.add_argument("--alive-bonus", type=float, default=0.0,
+                        help="train with this bonus per upright step (ant tasks; evaluation is without)")
+    parser.add_argument("--end-when-fallen", action="store_true",
+                        help="train with episodes that end when the ant is not upright (ant tasks)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/learner_parity"))
     parser.add_argument("--summary", type=pathlib.Path, help="also write the summary JSON here")
     args = parser.parse_args(argv)
@@ -262,15 +267,27 @@ def parse(argv) -> argparse.Namespace:
         problems.append(f"--envs-count must be a positive multiple of 128, got {args.envs_count}")
     if args.steps < args.envs_count * OUR_WINDOW or args.eval_every < 1 or args.eval_episodes < 1:
         problems.append("--steps must cover one update (envs-count x 20), --eval-every and --eval-episodes >= 1")
+    args.shaping = TaskShaping(alive_bonus=args.alive_bonus, end_when_fallen=args.end_when_fallen)
+    if not args.shaping.is_default and any(not env.startswith("ant_") for env in args.envs):
+        problems.append("--alive-bonus / --end-when-fallen apply to the ant tasks only (brax_ant has its own)")
+    if not 0 <= args.alive_bonus <= 100:
+        problems.append(f"--alive-bonus must be in [0, 100], got {args.alive_bonus}")
     if problems:
         parser.exit(2, "\n".join(problems) + "\n")
     return args
 
 
+def variant(args, learner: str) -> str:
+    """The job-name suffix of the settings that differ from the locomotion recipe on the env's reward."""
+    recipe = "_paper" if learner == "ours" and args.recipe == "paper" else ""
+    bonus = f"_alive{args.alive_bonus:g}" if args.alive_bonus else ""
+    return recipe + bonus + ("_fall" if args.end_when_fallen else "")
+
+
 def summarise(job: Job, result: dict) -> dict:
     curve = result["curve"]
     rates = [p["env_steps_per_s"] for p in curve[1:] if p["env_steps_per_s"] > 0]
-    return {"env": job.env, "learner": job.learner, "seed": job.seed, "curve": curve,
+    return {"env": job.env, "learner": job.learner, "seed": job.seed, "variant": job.variant, "curve": curve,
             "final_return": curve[-1]["return"], "final_metres_per_1000_steps": curve[-1]["metres_per_1000_steps"],
             "env_steps": curve[-1]["env_steps"],
             "training_env_steps_per_s": float(np.median(rates)) if rates else None}
@@ -283,8 +300,8 @@ def main(argv=None) -> dict:
     for env in args.envs:
         for seed in args.seeds:
             for learner in args.learners:
-                job = Job(env, learner, seed)
-                folder = args.out / (job.name + ("" if learner == "brax" or args.recipe == "locomotion" else "_paper"))
+                job = Job(env, learner, seed, variant(args, learner))
+                folder = args.out / job.name
                 folder.mkdir(parents=True, exist_ok=True)
                 finished = folder / "result.json"
                 if finished.is_file():

@@ -2,6 +2,7 @@
 
     python -m experiments.ant_maze                  # preset `auto`: sized to the devices present
     python -m experiments.ant_maze --preset cpu     # ~1 hour on a 2-core CPU
+    python -m experiments.ant_maze --preset locomotion   # cpu, sub-policies learn by the locomotion recipe
     python -m experiments.ant_maze --preset paper   # the paper's 10 task slots
     python -m experiments.ant_maze --preset smoke   # seconds plus compile, for tests
 
@@ -27,9 +28,13 @@ K = 3
 PRESETS = {
     "auto": lambda: brax_family.auto_settings("ant_maze", K, cpu_updates=400),
     "cpu": lambda: brax_family.paper_settings("ant_maze", K, num_slots=16, num_updates=400),
+    "locomotion": lambda: brax_family.with_locomotion_recipe(PRESETS["cpu"]()),
     "paper": lambda: brax_family.paper_settings("ant_maze", K),
     "smoke": lambda: brax_family.smoke_settings("ant_maze", K),
 }
+
+
+PRESET_NOTES = brax_family.PRESET_NOTES
 
 
 def slot_success(trainer, state, key) -> dict:

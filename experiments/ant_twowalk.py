@@ -33,6 +33,7 @@ K = 2
 # noise and their return does not rise over a lifetime; at 0.001 MLSH rose from level with the shared
 # policy at 400 updates to ahead of it at 800 (task-balanced; docs/results_ant.md, "Ant twowalk").
 TASK = dict(reward_scale=100.0, subpolicy_observation="full", master_learning_rate=1e-3)
+PRESET_NOTES = brax_family.PRESET_NOTES
 PRESETS = brax_family.presets("ant_twowalk", K, cpu_updates=800, **TASK)
 
 

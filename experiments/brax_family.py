@@ -50,6 +50,20 @@ def paper_settings(env: str, num_subpolicies: int, episode_length: int = 1000, *
     return dataclasses.replace(config, **changes)
 
 
+def with_locomotion_recipe(config: MLSHConfig) -> MLSHConfig:
+    """`config` with sub-policies that learn by brax PPO's locomotion recipe (policy 4x32 / value
+    5x256 swish, tanh-squashed Gaussian, entropy 1e-2, gamma 0.97, lambda 0.95, clip 0.3, 4 epochs x
+    16 minibatches, value weight 0.5; docs/algorithm.md, "Learner recipes"). The masters, the task's
+    reward scale and the env-copy layout stay as they are."""
+    sub = dataclasses.replace(config.sub, epochs=4, num_minibatches=16, clip_eps=0.3, entropy_coef=1e-2,
+                              discount=0.97, gae_lambda=0.95, value_coef=0.5)
+    return dataclasses.replace(config, sub=sub, sub_network=NetworkConfig.locomotion())
+
+
+# What the presets that `presets` adds to the paper's mean (shown by --help).
+PRESET_NOTES = {"locomotion": "the `cpu` preset with sub-policies that learn by brax PPO's locomotion recipe"}
+
+
 def smoke_settings(env: str, num_subpolicies: int, **changes) -> MLSHConfig:
     """Seconds of training (plus compile): tiny episodes and batches, for tests and CI."""
     config = dataclasses.replace(
@@ -81,11 +95,14 @@ def auto_settings(env: str, num_subpolicies: int, cpu_updates: int, **changes) -
 def presets(env: str, num_subpolicies: int, cpu_updates: int, master_learning_rate: float | None = None,
             **task) -> dict:
     """The presets of a Brax walk experiment: `auto` (sized to the devices present), `cpu` (16 slots,
-    `cpu_updates` updates), `paper` (10 slots) and `smoke`; `task` holds the experiment's own settings,
-    `master_learning_rate` (when given) replaces the paper's 0.01 in every preset."""
+    `cpu_updates` updates), `locomotion` (`cpu` with the locomotion recipe), `paper` (10 slots) and
+    `smoke`; `task` holds the experiment's own settings, `master_learning_rate` (when given) replaces
+    the paper's 0.01 in every preset."""
+    cpu = lambda: paper_settings(env, num_subpolicies, num_slots=16, num_updates=cpu_updates, **task)
     builders = {
         "auto": lambda: auto_settings(env, num_subpolicies, cpu_updates=cpu_updates, **task),
-        "cpu": lambda: paper_settings(env, num_subpolicies, num_slots=16, num_updates=cpu_updates, **task),
+        "cpu": cpu,
+        "locomotion": lambda: with_locomotion_recipe(cpu()),
         "paper": lambda: paper_settings(env, num_subpolicies, **task),
         "smoke": lambda: smoke_settings(env, num_subpolicies, **task),
     }

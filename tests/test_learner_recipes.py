@@ -190,3 +190,16 @@ def test_a_configuration_stored_before_the_recipes_reads_back_with_its_behaviour
 def test_bad_learner_settings_are_refused_naming_the_field(change, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         dataclasses.replace(MLSHConfig(), **change).validate()
+
+
+# ---- the locomotion mechanisms learn (the point-mass probes of tests/test_continuous_probe.py) ---------
+def test_a_flat_tanh_gaussian_policy_with_an_entropy_bonus_learns_to_reach_the_target():
+    # Seeds 0-3 end at -1.5 to -2.0 over the last 5 updates (threshold -3, ignoring the target: -5).
+    from tests.test_continuous_probe import THRESHOLD, probe_config, train
+
+    config = probe_config(algorithm="shared", num_subpolicies=1, warmup_updates=0, subpolicy_observation="full",
+                          sub_network=NetworkConfig(policy_hidden_sizes=(32, 32), value_hidden_sizes=(64, 64),
+                                                    activation="swish", distribution="tanh_gaussian"))
+    config = dataclasses.replace(config, sub=dataclasses.replace(config.sub, entropy_coef=1e-3))
+    returns = train(config, updates=20)
+    assert np.mean(returns[:3]) < THRESHOLD < np.mean(returns[-5:]), returns
