@@ -51,6 +51,11 @@ PARITY_ENVS = ("brax_ant", "ant_maze", "ant_twowalk")
 UNROLL = 5                 # brax's unroll length
 OUR_WINDOW = 20            # env steps per env copy per update of ours (divides the 1000-step episode)
 EPOCHS, MINIBATCHES = 4, 16
+# A slot keeps its task (and its env copies run on, episode after episode) for this many updates,
+# 5 episodes of 1000 steps; slots start staggered, so some slot draws a new task every few updates.
+# (A lifetime of one update would reset every env copy at every update: with 20-step windows no
+# copy would ever get past its episode's 20th step.)
+TASK_UPDATES = 5 * 1000 // OUR_WINDOW
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +122,7 @@ def our_config(env: str, recipe: str, seed: int, num_envs: int, steps: int,
         sub, network, reward_scale = PPOConfig(learning_rate=3e-4, num_minibatches=MINIBATCHES), NetworkConfig(), 1.0
     return MLSHConfig(
         env=env, episode_length=1000, algorithm="shared", num_subpolicies=1, macro_duration=OUR_WINDOW,
-        warmup_updates=0, joint_updates=1, num_slots=num_slots, steps_per_slot=envs_per_slot * OUR_WINDOW,
+        warmup_updates=0, joint_updates=TASK_UPDATES, num_slots=num_slots, steps_per_slot=envs_per_slot * OUR_WINDOW,
         envs_per_slot=envs_per_slot, num_updates=max(1, steps // per_update), reward_scale=reward_scale,
         sub=sub, sub_network=network, master_network=network, subpolicy_observation="full", seed=seed, shaping=shaping,
         checkpoint_every=0, keep_checkpoints=1,
