@@ -258,6 +258,9 @@ class MLSHConfig:
         another sub-policy as a cut: bootstrapped with the acting sub-policy's own value of the next
         state, not continued with another sub-policy's values and advantages.
       shaping: documented deviations of the Brax tasks' rewards (`TaskShaping`; none by default).
+      desync_episode_starts: at the start of a lifetime each env copy's first episode begins at a
+        random time step, so the copies' time limits do not all fall on the same step (they do
+        otherwise: every copy of a slot starts together).
       credit: how the sub-policy update shares each joint slot's data among the sub-policies
         (`CreditConfig`; default the responsibility rule, `credit.rule=paper` for the paper's).
       seed: PRNG seed.
@@ -294,6 +297,7 @@ class MLSHConfig:
     credit: CreditConfig = CreditConfig()
     bootstrap_at_switch: bool = False
     shaping: TaskShaping = TaskShaping()
+    desync_episode_starts: bool = False
     seed: int = 0
     checkpoint_every: int = 50
     keep_checkpoints: int = 3

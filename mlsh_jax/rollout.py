@@ -70,9 +70,14 @@ class EpisodeStats:
     sub_steps: jax.Array
 
 
-def reset_slot_envs(env: TaskEnv, task: Any, key: jax.Array, num_envs: int) -> SlotEnvs:
-    """Starts `num_envs` fresh episodes of `task`."""
+def reset_slot_envs(env: TaskEnv, task: Any, key: jax.Array, num_envs: int, desync: bool = False) -> SlotEnvs:
+    """Starts `num_envs` fresh episodes of `task`. With `desync` each copy's first episode starts at
+    a uniformly drawn time step in [0, episode_length), so that its time limit (a truncation, which is
+    bootstrapped) falls elsewhere than its neighbours'; later episodes run the whole length."""
     states = jax.vmap(env.reset, in_axes=(None, 0))(task, jax.random.split(key, num_envs))
+    if desync:
+        time_key = jax.random.fold_in(key, num_envs)
+        states = states.replace(time=jax.random.randint(time_key, (num_envs,), 0, env.episode_length, jnp.int32))
     return SlotEnvs(state=states, episode_return=jnp.zeros((num_envs,), jnp.float32))
 
 

@@ -223,7 +223,7 @@ class Trainer:
         """What one slot starts a lifetime with: (fresh master, new task, env copies reset)."""
         master_key, task_key, env_key = jax.random.split(key, 3)
         task = self.env.sample_task(task_key)
-        envs = reset_slot_envs(self.env, task, env_key, self.config.envs_per_slot)
+        envs = reset_slot_envs(self.env, task, env_key, self.config.envs_per_slot, self.config.desync_episode_starts)
         return self.fresh_master(master_key), task, envs
 
     def normalize(self, obs_stats, obs: jax.Array) -> jax.Array:

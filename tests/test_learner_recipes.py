@@ -168,13 +168,13 @@ def test_a_configuration_stored_before_the_recipes_reads_back_with_its_behaviour
         del stored[role]
     for level in ("master", "sub"):
         del stored[level]["advantage_normalization"]
-    del stored["bootstrap_at_switch"], stored["shaping"]
+    del stored["bootstrap_at_switch"], stored["shaping"], stored["desync_episode_starts"]
     stored["hidden_sizes"] = [32, 16]
     config = MLSHConfig.from_dict(stored)
     expected = NetworkConfig(policy_hidden_sizes=(32, 16), value_hidden_sizes=(32, 16))
     assert config.master_network == expected and config.sub_network == expected
     assert config.sub.advantage_normalization == "minibatch" and not config.bootstrap_at_switch
-    assert config.shaping == TaskShaping()
+    assert config.shaping == TaskShaping() and not config.desync_episode_starts
     assert MLSHConfig.from_dict(config.to_dict()) == config
 
 
@@ -203,3 +203,20 @@ def test_a_flat_tanh_gaussian_policy_with_an_entropy_bonus_learns_to_reach_the_t
     config = dataclasses.replace(config, sub=dataclasses.replace(config.sub, entropy_coef=1e-3))
     returns = train(config, updates=20)
     assert np.mean(returns[:3]) < THRESHOLD < np.mean(returns[-5:]), returns
+
+
+def test_desynchronised_starts_spread_the_first_time_limits_and_change_nothing_else():
+    from mlsh_jax.rollout import reset_slot_envs
+    from envs import MovingBandits
+
+    env = MovingBandits(episode_length=50)
+    task = env.sample_task(jax.random.PRNGKey(0))
+    plain = reset_slot_envs(env, task, jax.random.PRNGKey(1), 64)
+    spread = reset_slot_envs(env, task, jax.random.PRNGKey(1), 64, desync=True)
+    times = np.asarray(spread.state.time)
+    assert np.all(np.asarray(plain.state.time) == 0) and times.min() >= 0 and times.max() < 50
+    assert len(np.unique(times)) > 20                       # 64 draws from 50 values
+    np.testing.assert_array_equal(np.asarray(plain.state.obs), np.asarray(spread.state.obs))
+    stepped = jax.vmap(env.step, in_axes=(None, 0, 0, 0))(task, spread.state, jnp.zeros(64, jnp.int32),
+                                                          jax.random.split(jax.random.PRNGKey(2), 64))
+    np.testing.assert_array_equal(np.asarray(stepped.truncated), times + 1 >= 50)
