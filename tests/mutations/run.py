@@ -89,6 +89,9 @@ def mutation_run(mutants=MUTANTS) -> dict:
     """Runs every mutant; returns the report."""
     check_patches(ROOT, mutants)
     started = time.time()
+    # The copy is of the working tree: what differed from the commit when it was taken.
+    uncommitted = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
+                                 text=True).stdout.splitlines()
     with tempfile.TemporaryDirectory(prefix="mlsh_jax_mutants_") as scratch:
         copy = scratch_copy(pathlib.Path(scratch) / "tree")
         env = copy_environment(copy, pathlib.Path(scratch) / "xla_cache")
@@ -113,6 +116,7 @@ def mutation_run(mutants=MUTANTS) -> dict:
     return {
         "command": "python tests/mutations/run.py",
         "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "uncommitted_files": uncommitted,
         "baseline": {"tests": len(targets), "failed": baseline_failed, "seconds": round(baseline_s, 1)},
         "mutants": results,
         "caught": [r["name"] for r in results if r["result"] == "caught"],
