@@ -18,6 +18,7 @@ The loop keeps three promises:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import pathlib
@@ -215,7 +216,7 @@ def train(
     log = MetricsLog(out, config, started, previous_rows=previous_rows, progress=progress and main,
                      description=description, tensorboard=tensorboard, on_metrics=on_metrics, write_files=main)
     manager = checkpoint.checkpoint_manager(out, max_to_keep=config.keep_checkpoints)
-    note = lambda: exit_note(out, resume_command)  # noqa: E731
+    note = functools.partial(exit_note, out, resume_command)
     watch = StallWatchdog(stall_limit_s, stall_report_file(out), config.num_updates, note) if watchdog else None
     try:
         with StopSignals(note) as stop:
