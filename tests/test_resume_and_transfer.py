@@ -72,8 +72,8 @@ def test_frozen_transferred_subpolicies_act_exactly_as_in_their_source_run():
     source = source_trainer.init(jax.random.PRNGKey(0))
     for _ in range(3):
         source, _ = source_trainer.update(source)
-    transferred = TransferredSubpolicies(params=jax.device_get(source.subs.params),
-                                         obs_stats=jax.device_get(source.obs_stats))
+    # Device arrays, as `load_subpolicies` restores them.
+    transferred = TransferredSubpolicies(params=source.subs.params, obs_stats=source.obs_stats)
     frozen = dataclasses.replace(config, train_subpolicies=False, warmup_updates=3, joint_updates=0)
     target_trainer = Trainer(frozen, env=PointMass(distance=0.9))
     target = with_subpolicies(target_trainer, target_trainer.init(jax.random.PRNGKey(1)), transferred)
