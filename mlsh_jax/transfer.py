@@ -174,10 +174,14 @@ def with_subpolicies(trainer: Trainer, state: TrainState, transferred: Transferr
     they move to the new task's observations (e.g. positions in a bigger arena) within the first
     update instead of being pinned by the source run's millions of samples.
     """
+    # Copies: the update donates the state it is given, which must not delete the caller's arrays.
+    transferred = jax.tree.map(jnp.copy, transferred)
     subs = state.subs.replace(params=transferred.params, opt_state=trainer.sub_optimizer.init(transferred.params))
     new_state = state.replace(subs=subs, obs_stats=_restarted(transferred.obs_stats))
     if state.sub_obs_stats is not None:
-        new_state = new_state.replace(sub_obs_stats=transferred.obs_stats)
+        # A copy: the masters' statistics above share the source's mean array, and the jitted update
+        # donates its input state, which it cannot do with one buffer in two places.
+        new_state = new_state.replace(sub_obs_stats=jax.tree.map(jnp.copy, transferred.obs_stats))
     return jax.device_put(new_state, trainer.state_sharding)
 
 
