@@ -155,6 +155,7 @@ STALL_FLOOR_S = 60.0        # ...but at least this long
 STARTUP_LIMIT_S = 1800.0    # the first time a phase runs (compiling, the first save) and unmeasured phases
 _SAMPLES = 100              # durations per phase kept for the median (the most recent ones)
 _POLL_S = 0.5               # the watchdog looks at least this often
+_PAUSE_S = 5.0              # waking this much later than planned: the process was stopped (Ctrl-Z, SIGSTOP)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +179,9 @@ class StallWatchdog:
     - afterwards `limit_s` when given, else `STALL_FACTOR` x the median of its earlier durations
       (the first, compiling one left out once there are others), at least `STALL_FLOOR_S`.
     A watcher thread checks every `_POLL_S` seconds at most, so a stall is caught within its limit
-    plus half a second. Marking a phase costs one clock read and one list append.
+    plus half a second. When the watcher wakes `_PAUSE_S` or more later than it planned, the whole
+    process was stopped (Ctrl-Z, SIGSTOP) or starved of CPU: the pause is not counted against the
+    phase. Marking a phase costs a clock read, a lock and a list append.
 
     Args:
       limit_s: seconds (> 0), or None for the automatic limit.
@@ -194,16 +197,18 @@ class StallWatchdog:
         self._first: dict[str, float] = {}
         self._recent: dict[str, collections.deque] = {}
         self._current: _Phase | None = None
+        self._lock = threading.Lock()  # `_current` is replaced by the loop and, after a pause, by the watcher
         self._closed = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="stall watchdog", daemon=True)
         self._watcher.start()
 
     def enter(self, update: int, phase: str, measured: bool = True) -> None:
         """Marks the start of `phase` of update `update` (1-based), ending the previous phase."""
-        now, previous = time.monotonic(), self._current
+        with self._lock:
+            now, previous = time.monotonic(), self._current
+            self._current = _Phase(update, phase, measured, now)
         if previous is not None and previous.measured:
             self.record(previous.name, now - previous.started)
-        self._current = _Phase(update, phase, measured, now)
 
     def record(self, phase: str, seconds: float) -> None:
         """Adds one duration of `phase` to those its automatic limit is measured from."""
@@ -230,16 +235,26 @@ class StallWatchdog:
         self._watcher.join()
 
     def _watch(self) -> None:
+        planned = time.monotonic()  # when this thread should wake next
         while not self._closed.is_set():
-            phase = self._current
-            if phase is None:
-                self._closed.wait(_POLL_S)
-                continue
-            limit, rule = self.limit_for(phase.name, phase.measured)
-            remaining = phase.started + limit - time.monotonic()
-            if remaining <= 0 and phase is self._current and not self._closed.is_set():
-                self._stalled(phase, limit, rule)
-            self._closed.wait(min(max(remaining, 0.0), _POLL_S))
+            late = time.monotonic() - planned
+            if late >= _PAUSE_S:
+                self._skip_pause(late)
+            phase, wait = self._current, _POLL_S
+            if phase is not None:
+                limit, rule = self.limit_for(phase.name, phase.measured)
+                remaining = phase.started + limit - time.monotonic()
+                if remaining <= 0 and phase is self._current and not self._closed.is_set():
+                    self._stalled(phase, limit, rule)
+                wait = min(max(remaining, 0.0), _POLL_S)
+            planned = time.monotonic() + wait
+            self._closed.wait(wait)
+
+    def _skip_pause(self, seconds: float) -> None:
+        """The current phase started `seconds` later, as far as its limit is concerned."""
+        with self._lock:
+            if self._current is not None:
+                self._current = dataclasses.replace(self._current, started=self._current.started + seconds)
 
     def _stalled(self, phase: _Phase, limit: float, rule: str) -> None:
         elapsed = time.monotonic() - phase.started

@@ -25,7 +25,8 @@ from mlsh_jax.run import train
 from tests.test_distributed import ONE_DEVICE, ROOT, assert_close_runs, free_port
 from tests.test_distributed import single  # noqa: F401  (the fixture: 4 updates on 1 process, on the CPU)
 from tests.test_resume import (CHECKPOINT_EVERY, CLI_SETTINGS, NUM_UPDATES, assert_same_run, config,  # noqa: F401
-                               reference)  # reference: the uninterrupted run (a fixture)
+                               metric_rows,
+                               reference, wait_for_rows)  # reference: the uninterrupted run (a fixture)
 
 STALL_AT = NUM_UPDATES // 2                                          # 150 of 300 updates
 LAST_SAVED = (STALL_AT - 1) // CHECKPOINT_EVERY * CHECKPOINT_EVERY   # 100: saved every 100 updates
@@ -118,6 +119,20 @@ def test_a_stalled_update_is_reported_within_the_limit_and_the_run_resumes(tmp_p
 def test_a_stalled_checkpoint_save_is_reported_within_the_limit(tmp_path):
     at = 2 * CHECKPOINT_EVERY
     stall_and_check_the_report(tmp_path / "run", ("save", at), "checkpoint save", at - CHECKPOINT_EVERY)
+
+
+def test_a_run_stopped_for_longer_than_the_limit_and_continued_is_not_a_stall(tmp_path):
+    """Ctrl-Z (here SIGSTOP) for longer than the limit, then SIGCONT: the pause is not a stall."""
+    out = tmp_path / "run"
+    process = start(out, "--stall-limit", str(LIMIT_S))
+    wait_for_rows(out / "metrics.csv", 5, process)
+    process.send_signal(signal.SIGSTOP)
+    time.sleep(8.0)  # > the limit, and > the 5 s after which the watchdog sees a pause
+    process.send_signal(signal.SIGCONT)
+    code, stderr = finish(process)
+    assert code == 0, stderr[-3000:]
+    assert "stalled" not in stderr and not (out / "stall_process0.txt").exists()
+    assert len(metric_rows(out)) == NUM_UPDATES
 
 
 def stop_twice(out, sig):
