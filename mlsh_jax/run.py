@@ -223,13 +223,15 @@ def train(
             state, stopped = _training_loop(trainer, config, state, log, manager, stop, first_update=len(previous_rows),
                                             after_update=after_update, watch=watch, note=note, out=out)
     finally:
-        if watch is not None:
-            watch.enter(len(log.rows), SAVE_PHASE)
-        manager.wait_until_finished()
-        if watch is not None:
-            watch.close()
-        manager.close()
-        log.close()
+        try:
+            if watch is not None:
+                watch.enter(len(log.rows), SAVE_PHASE)
+            manager.wait_until_finished()
+        finally:
+            if watch is not None:
+                watch.close()  # never left watching a loop that is over
+            manager.close()
+            log.close()
     if stopped:
         print(f"stopped after update {len(log.rows)} of {config.num_updates}; its checkpoint is in "
               f"{out / checkpoint.CHECKPOINT_DIR}", file=sys.stderr, flush=True)
