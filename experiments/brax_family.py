@@ -128,9 +128,10 @@ def run_time_estimate(config: MLSHConfig, updates_done: int = 0) -> str:
     elif min(devices, os.cpu_count() or 1) >= 2:
         rate *= CPU_MULTI_DEVICE_SPEEDUP[body]
     minutes = (config.num_updates - updates_done) * config.env_steps_per_update / rate / 60
-    return (f"{common.env_steps_left(config, updates_done)}; estimated run time about "
-            f"{math.ceil(minutes)} min at ~{rate:,.0f} steps/s measured on {device_kind()} x {devices} "
-            f"device{'s' if devices > 1 else ''} (plus compile)")
+    return (f"{common.env_steps_left(config, updates_done)}; a first guess of the run time: about "
+            f"{math.ceil(minutes)} min at ~{rate:,.0f} steps/s measured once on {device_kind()} x {devices} "
+            f"device{'s' if devices > 1 else ''} (plus compile); the run prints its own estimate after "
+            f"its first updates")
 
 
 def subpolicy_headings(trainer, state, tasks, key) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import pathlib
+import statistics
 import time
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from mlsh_jax.config import MLSHConfig
 
 METRICS_FILE = "metrics.csv"
+ESTIMATE_AFTER = 3   # updates timed (after the first, which compiles) before the run estimates its time
 TENSORBOARD_DIR = "tensorboard"
 TIMING_COLUMNS = ("wall_s", "interval_s", "env_steps_per_s")
 
@@ -81,6 +83,7 @@ class MetricsLog:
         self.rows = list(previous_rows)
         self.on_metrics = on_metrics
         self._last_time = time.time()
+        self._new_rows, self._estimated = 0, False
         self._path = out / METRICS_FILE
         self._fieldnames = list(self.rows[0]) if self.rows else None
         self._file = self._writer = self._tensorboard = None
@@ -122,13 +125,32 @@ class MetricsLog:
         if self._file is not None:
             self._write_csv(row)
         self.rows.append(row)
+        self._new_rows += 1
         self._write_tensorboard(update, row, metrics)
         self._bar.update(1)
         self._bar.set_postfix(steps_per_s=f"{row['env_steps_per_s']:.0f}", ret=self._latest("mean_return"),
                               ret_post=self._latest("mean_return_post_warmup"))
+        self._announce_estimate()
         if self.on_metrics is not None:
             self.on_metrics(row)
         return row
+
+    def _announce_estimate(self) -> None:
+        """Once, after this process's first `ESTIMATE_AFTER` + 1 updates: the run time left at the
+        median pace of those updates, the first (the compile) left out. A line, not only the bar's
+        ETA: logs of runs without a terminal keep it."""
+        timed = self.rows[len(self.rows) - self._new_rows:][1:]
+        if self._estimated or len(timed) < ESTIMATE_AFTER:
+            return
+        self._estimated = True
+        left = self.config.num_updates - int(self.rows[-1]["update"])
+        if left <= 0:
+            return
+        seconds = statistics.median(row["interval_s"] for row in timed)
+        rate = self.config.env_steps_per_update / max(seconds, 1e-9)
+        tqdm.write(f"measured over updates {int(timed[0]['update'])}-{int(timed[-1]['update'])}: "
+                   f"{rate:,.0f} env steps/s, {seconds:.2f} s per update; about "
+                   f"{math.ceil(left * seconds / 60)} min for the {left} updates left")
 
     def _latest(self, column: str) -> str:
         """The progress bar's figure for `column`: its newest finite value (an update in which no
