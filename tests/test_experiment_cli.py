@@ -241,7 +241,7 @@ def test_set_help_lists_every_field_with_type_and_preset_value_then_exits(tmp_pa
         assert set(rows) == {name for name, _ in leaves(config)}
         assert {"sub.learning_rate", "master.epochs", "credit.rule"} <= set(rows)
         assert rows["sub.learning_rate"][:2] == ["float", "0.0003"]
-        assert rows["hidden_sizes"][-1] == "64,64" and rows["num_slots"] == ["int", "4"]
+        assert rows["sub_network.policy_hidden_sizes"][-1] == "64,64" and rows["num_slots"] == ["int", "4"]
         assert rows["num_updates"][-1] == "*"            # may change on --resume
     assert not out.exists()
     with pytest.raises(SystemExit) as stopped:          # the chosen preset, other --set applied
