@@ -26,6 +26,7 @@ ENV_REGISTRY = {
     "brax_ant": "envs.brax_ant:BraxAnt",            # Brax's own ant, its reward: the learner's reference
     "humanoid_walkcrawl": "envs.humanoid:HumanoidWalkCrawl",
     "humanoid_course": "envs.humanoid:HumanoidCourse",
+    "humanoid_walk": "envs.humanoid:HumanoidWalk",    # every task walks: the learner's humanoid reference
 }
 
 

@@ -123,8 +123,8 @@ class AntTaskEnv(BraxTaskEnv):
         return [f"wall_{i}" for i in range(len(self.boxes))]
 
     @staticmethod
-    def observe(pipeline_state) -> jax.Array:
-        """Observation [29]: q[2:] (13), qd (14), then the torso's (x, y)."""
+    def observe(pipeline_state, controls=None) -> jax.Array:
+        """Observation [29]: q[2:] (13), qd (14), then the torso's (x, y) (`controls` unused)."""
         return jnp.concatenate([pipeline_state.q[2:], pipeline_state.qd, pipeline_state.q[:2]])
 
     @staticmethod

@@ -90,6 +90,9 @@ class TaskEnv(abc.ABC):
         training logs apart, `task_kind(task)` indexing them; empty (the default): none. The tasks
         drawn in a stretch of training can be skewed towards one kind, which moves the plain mean
         return of a policy that does well on that kind; the task-balanced mean does not move.
+      revision: the version of the task's definition (reward, observation, dynamics), raised whenever
+        a change makes runs made before it mean something else; a run records it and cannot be
+        resumed or loaded under another. `revision_notes` says what each revision was.
     """
 
     name: str
@@ -98,6 +101,8 @@ class TaskEnv(abc.ABC):
     continuous_actions: bool = False
     episode_length: int
     task_kinds: tuple[str, ...] = ()
+    revision: int = 1
+    revision_notes: dict[int, str] = {}
 
     def task_kind(self, task: Task) -> jax.Array:
         """Index int32 [] of `task`'s kind in `task_kinds` (0 for an env without kinds)."""

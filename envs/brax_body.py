@@ -128,7 +128,9 @@ class BraxTaskEnv(TaskEnv):
         """Whether the episode ends for good after reaching `pipeline_state` (never by default)."""
         return jnp.zeros((), bool)
 
-    def observe(self, pipeline_state) -> jax.Array:
+    def observe(self, pipeline_state, controls: jax.Array | None = None) -> jax.Array:
+        """Observation [observation_size] of `pipeline_state`; `controls` [act_size]: the actuator
+        controls of the step that reached it (None: zeros, as at a reset)."""
         raise NotImplementedError
 
     # ---- the contract ---------------------------------------------------------------------------
@@ -151,11 +153,15 @@ class BraxTaskEnv(TaskEnv):
         inner = BodyState(pipeline=self.pipeline.init(self.task_system(task, extra), q, qd), extra=extra)
         return inner, self.observe(inner.pipeline)
 
-    def physics_step(self, sys, pipeline_state, action: jax.Array):
-        """`n_frames` physics steps with the action [action_size] clipped to [-1, 1] and mapped onto
-        the actuators' control ranges (as Brax's envs do)."""
+    @staticmethod
+    def to_controls(sys, action: jax.Array) -> jax.Array:
+        """The action [action_size] clipped to [-1, 1] and mapped onto the actuators' control ranges
+        (as Brax's envs do): controls [act_size]."""
         low, high = sys.actuator.ctrl_range[:, 0], sys.actuator.ctrl_range[:, 1]
-        controls = low + (jnp.clip(action, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
+        return low + (jnp.clip(action, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
+
+    def physics_step(self, sys, pipeline_state, controls: jax.Array):
+        """`n_frames` physics steps under the actuator `controls` [act_size] (`to_controls`)."""
 
         def frame(state, _):
             return self.pipeline.step(sys, state, controls), None
@@ -164,8 +170,9 @@ class BraxTaskEnv(TaskEnv):
 
     def _transition(self, task, inner, action, key):
         sys = self.task_system(task, inner.extra)
-        after = self.physics_step(sys, inner.pipeline, action)
+        controls = self.to_controls(sys, action)
+        after = self.physics_step(sys, inner.pipeline, controls)
         reward = self.reward(task, inner.pipeline, after, action, inner.extra)
         after, extra = self.after_physics(task, sys, after, inner.extra, key)
         inner = BodyState(pipeline=after, extra=extra)
-        return inner, self.observe(after), reward, self.terminated(task, after, extra)
+        return inner, self.observe(after, controls), reward, self.terminated(task, after, extra)

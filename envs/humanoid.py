@@ -12,8 +12,12 @@ rest of the body to rest on it and the ceiling has to stop the upper body. Floor
 touch nothing but through their end spheres. The choice and its cost are in docs/results_humanoid.md ("The tasks
 as built").
 
-Observation (47): q[2:] (22: torso height, orientation, 17 joint angles) and qd (23), then the
-torso's (x, y). Sub-policies see the first 45 (body state only); the master also sees where it is.
+Observation (246), Brax's humanoid's: q[2:] (22: torso height, orientation, 17 joint angles), qd
+(23), the links' inertia about the centre of mass (11 links x (3x3 inertia, mass) = 110), their
+centre-of-mass-based velocities (11 x (mass-weighted linear, angular) = 66) and the actuator forces
+on the joints (23), then the torso's (x, y). Sub-policies see the first 244 (the body); the master also
+sees where it is. The original also observes the external contact forces (cfrc_ext), which Brax's
+pipelines do not report (left out, as in Brax's humanoid).
 
 Reward (spec section 3; the original HumanoidSeq / HumanoidCourse), per env step, v the forward
 velocity of the centre of mass over the env step (its x displacement / `dt`): walking
@@ -39,7 +43,9 @@ from flax import struct
 from envs.brax_body import BraxTaskEnv, geom_names, load_system, parked_geom_positions
 
 HUMANOID_XML = epath.resource_path("brax") / "envs/assets/humanoid.xml"
-BODY_OBSERVATION_SIZE = 45
+NUM_LINKS, Q_SIZE, QD_SIZE = 11, 24, 23
+# q[2:], qd, com inertia (3x3 + mass per link), com velocity (linear + angular per link), actuator forces
+BODY_OBSERVATION_SIZE = (Q_SIZE - 2) + QD_SIZE + 10 * NUM_LINKS + 6 * NUM_LINKS + QD_SIZE   # 244
 CEILING_BOTTOM = 1.0          # the underside of the ceiling (m)
 CEILING_HALF = (11.5, 11.5, 0.5)
 CRAWL_CEILING_X = (-23.5, -0.5)   # walk / crawl: behind the start (spec)
@@ -90,9 +96,20 @@ class HumanoidTaskEnv(BraxTaskEnv):
     subpolicy_observation_size = BODY_OBSERVATION_SIZE
     action_size = 17
     reset_noise = 0.01
+    revision = 2
+    revision_notes = {
+        1: "walking paid 0.25 v and crawling 1.5 v per env step (5 times too weak) and the observation "
+           "was the joint state and (x, y) alone (47 numbers)",
+        2: "walking pays 1.25 v + 5 and crawling 7.5 v per env step, as the original does, and the body "
+           "observation has Brax's humanoid's centre-of-mass inertia, velocities and actuator forces "
+           "(246 numbers)",
+    }
 
     def __init__(self, episode_length: int, ceiling_x: tuple[float, float], backend: str = "spring"):
         super().__init__(episode_length, *humanoid_system(ceiling_x, backend), backend=backend)
+        if (self.sys.num_links(), self.sys.q_size(), self.sys.qd_size()) != (NUM_LINKS, Q_SIZE, QD_SIZE):
+            raise RuntimeError(f"unexpected humanoid model in {HUMANOID_XML}: {self.sys.num_links()} links, "
+                               f"q {self.sys.q_size()}, qd {self.sys.qd_size()}")
         self._parked_geom_pos = jnp.asarray(parked_geom_positions(self.sys, ["ceiling"], [False]))
 
     def start_pose(self, key, xy=None):
@@ -113,14 +130,27 @@ class HumanoidTaskEnv(BraxTaskEnv):
         """(centre [3], half extents [3]) of the ceiling where it stands when present."""
         return np.asarray(self.sys.geom_pos[geom_names(self.sys).index("ceiling")]), np.asarray(CEILING_HALF)
 
+    def link_inertia(self):
+        """The links' inertia (brax `Inertia`, leading axis [NUM_LINKS]) with masses and moments as the
+        backend scales them, as Brax's humanoid computes them."""
+        inertia = self.sys.link.inertia
+        if self.backend in ("spring", "positional"):
+            moments = jax.vmap(jnp.diagonal)(inertia.i) ** (1 - self.sys.spring_inertia_scale)
+            inertia = inertia.replace(i=jax.vmap(jnp.diag)(moments),
+                                      mass=inertia.mass ** (1 - self.sys.spring_mass_scale))
+        return inertia
+
+    def centre_of_mass(self, pipeline_state):
+        """(centre of mass [3], link inertia, total mass [], the links' inertial frames) of the body."""
+        inertia = self.link_inertia()
+        mass_sum = jnp.sum(inertia.mass)
+        x_i = pipeline_state.x.vmap().do(inertia.transform)
+        com = jnp.sum(inertia.mass[:, None] * x_i.pos, axis=0) / mass_sum
+        return com, inertia, mass_sum, x_i
+
     def centre_of_mass_x(self, pipeline_state) -> jax.Array:
         """x of the body's centre of mass [] (link masses as the backend scales them, like Brax)."""
-        inertia = self.sys.link.inertia
-        mass = inertia.mass
-        if self.backend in ("spring", "positional"):
-            mass = mass ** (1 - self.sys.spring_mass_scale)
-        x_i = pipeline_state.x.vmap().do(inertia.transform)
-        return jnp.sum(mass * x_i.pos[:, 0]) / jnp.sum(mass)
+        return self.centre_of_mass(pipeline_state)[0][0]
 
     def objective_reward(self, crawling, before, after, action) -> jax.Array:
         """Reward [] of one step under the walk (`crawling` False) or crawl objective."""
@@ -131,10 +161,20 @@ class HumanoidTaskEnv(BraxTaskEnv):
         crawl = -CRAWL_VELOCITY_WEIGHT * velocity
         return jnp.where(crawling, crawl, walk) - control
 
-    @staticmethod
-    def observe(pipeline_state) -> jax.Array:
-        """Observation [47]: q[2:] (22), qd (23), then the torso's (x, y)."""
-        return jnp.concatenate([pipeline_state.q[2:], pipeline_state.qd, pipeline_state.q[:2]])
+    def observe(self, pipeline_state, controls=None) -> jax.Array:
+        """Observation [246]: q[2:] (22), qd (23), com inertia [11, 10], com velocity [11, 6], actuator
+        forces (23) under `controls` [17] (None: zeros), then the torso's (x, y); as Brax's humanoid."""
+        from brax import actuator, base
+
+        com, inertia, mass_sum, x_i = self.centre_of_mass(pipeline_state)
+        about_com = x_i.replace(pos=x_i.pos - com).vmap().do(inertia)
+        com_inertia = jnp.hstack([about_com.i.reshape((NUM_LINKS, -1)), inertia.mass[:, None]])
+        xd_i = base.Transform.create(pos=x_i.pos - pipeline_state.x.pos).vmap().do(pipeline_state.xd)
+        com_velocity = jnp.hstack([inertia.mass[:, None] * xd_i.vel / mass_sum, xd_i.ang])
+        controls = jnp.zeros(self.sys.act_size()) if controls is None else controls
+        forces = actuator.to_tau(self.sys, controls, pipeline_state.q, pipeline_state.qd)
+        q, qd = pipeline_state.q, pipeline_state.qd
+        return jnp.concatenate([q[2:], qd, com_inertia.ravel(), com_velocity.ravel(), forces, q[:2]])
 
 
 def torso_height(pipeline_state) -> jax.Array:
@@ -173,6 +213,20 @@ class HumanoidWalkCrawl(HumanoidTaskEnv):
 
     def terminated(self, task, pipeline_state, extra):
         return (task.objective == WALK) & (torso_height(pipeline_state) < HEALTHY_Z)
+
+
+class HumanoidWalk(HumanoidWalkCrawl):
+    """Every task walks (no ceiling; the episode ends when the torso drops below 1.0): the humanoid's
+    locomotion task on its own, for comparing learners."""
+
+    name = "humanoid_walk"
+    task_kinds = ()
+
+    def sample_task(self, key):
+        return WalkCrawlTask(objective=jnp.full((), WALK, jnp.int32))
+
+    def task_kind(self, task):
+        return jnp.zeros((), jnp.int32)
 
 
 @struct.dataclass

@@ -42,7 +42,7 @@ def subpolicy_postures(trainer, state, key, episodes: int = 8) -> dict:
         for name, objective in (("walk", WALK), ("crawl", CRAWL)):
             tasks = WalkCrawlTask(objective=jnp.full((episodes,), objective, jnp.int32))
             trajectory = run_subpolicy(trainer, state, k, tasks, jax.random.fold_in(key, 2 * k + objective))
-            obs = np.asarray(trajectory.obs)                       # [T + 1, n, 47]: torso z first, x at -2
+            obs = np.asarray(trajectory.obs)                       # [T + 1, n, 246]: torso z first, x at -2
             height = obs[..., 0]
             per_objective[name] = {
                 "mean_torso_height": round(float(height.mean()), 3),

@@ -31,7 +31,7 @@ PRESET_NOTES = course_transfer.PRESET_NOTES
 
 
 def course_progress(trajectory_obs, rewards) -> dict:
-    """How far the humanoid got, from one episode per policy: observations [T + 1, n, 47] (torso
+    """How far the humanoid got, from one episode per policy: observations [T + 1, n, 246] (torso
     height first, x, y last) and rewards [T, n]."""
     obs = np.asarray(trajectory_obs)
     x, height = obs[..., -2], obs[..., 0]

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from envs import env_class
 from mlsh_jax import checkpoint
 from mlsh_jax.config import MLSHConfig
 from mlsh_jax.networks import ActorCritic
@@ -17,6 +18,7 @@ from mlsh_jax.trainer import Trainer, TrainState
 
 
 CONFIG_FILE = "config.json"
+ENV_FILE = "env.json"   # the env's name and revision (`TaskEnv.revision`); a run without one: revision 1
 
 
 class RunLoadError(ValueError):
@@ -97,9 +99,34 @@ def load_config(run_dir: str | pathlib.Path) -> MLSHConfig:
     if not config_path.is_file():
         raise RunLoadError(f"{run} is not a run directory: it has no {CONFIG_FILE}")
     try:
-        return MLSHConfig.from_dict(json.loads(config_path.read_text()))
+        config = MLSHConfig.from_dict(json.loads(config_path.read_text()))
     except (ValueError, TypeError) as error:
         raise RunLoadError(f"{config_path} is not a valid run configuration: {error}") from None
+    check_env_revision(run, config.env)
+    return config
+
+
+def env_record(env_name: str) -> dict:
+    """What a new run records in `RUN/env.json`: {"env": name, "revision": the env's revision}."""
+    return {"env": env_name, "revision": env_class(env_name).revision}
+
+
+def check_env_revision(run: pathlib.Path, env_name: str) -> None:
+    """Raises RunLoadError when `run` was made with another revision of its env than this code's
+    (a run without `env.json` was made with revision 1)."""
+    path = run / ENV_FILE
+    try:
+        recorded = int(json.loads(path.read_text())["revision"]) if path.is_file() else 1
+    except (ValueError, TypeError, KeyError) as error:
+        raise RunLoadError(f"{path} is not a valid env record ({error!r}); it should hold "
+                           f'{{"env": "{env_name}", "revision": N}}') from None
+    env = env_class(env_name)
+    if recorded != env.revision:
+        was = env.revision_notes.get(recorded, "a definition this code does not know")
+        raise RunLoadError(
+            f"{run} was made with revision {recorded} of env {env_name!r} ({was}); this code's env is revision "
+            f"{env.revision} ({env.revision_notes.get(env.revision, 'see its docstring')}); what the run learned "
+            "does not carry over: start a new run with another --out (the old run stays as it is)")
 
 
 def load_run(run_dir: str | pathlib.Path) -> LoadedRun:

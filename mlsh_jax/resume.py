@@ -20,7 +20,7 @@ from mlsh_jax import checkpoint
 from mlsh_jax.checkpoint import CheckpointError
 from mlsh_jax.distributed import to_host
 from mlsh_jax.files import write_json
-from mlsh_jax.loading import CONFIG_FILE, RunLoadError, load_config
+from mlsh_jax.loading import CONFIG_FILE, ENV_FILE, RunLoadError, env_record, load_config
 from mlsh_jax.config import RESUMABLE_FIELDS, ConfigError, MLSHConfig, config_differences
 from mlsh_jax.metrics_log import METRICS_FILE, read_rows
 from mlsh_jax.trainer import Trainer, TrainState
@@ -145,8 +145,10 @@ def _restore(run: pathlib.Path, manager, available: list[int], stored: MLSHConfi
 
 
 def record_resume(run_dir: pathlib.Path, point: ResumePoint, config: MLSHConfig, when: float) -> None:
-    """Writes the configuration now in effect to config.json and appends the resume to resumes.jsonl."""
+    """Writes the configuration now in effect to config.json (and the env's revision, already checked
+    to be the run's, to env.json) and appends the resume to resumes.jsonl."""
     write_json(run_dir / CONFIG_FILE, config.to_dict())
+    write_json(run_dir / ENV_FILE, env_record(config.env))
     entry = {"time": when, "from_update": point.update, "dropped_metric_rows": point.dropped_rows,
              "changes": {field: list(change) for field, change in point.changes.items()}}
     with open(run_dir / RESUME_LOG, "a") as file:

@@ -34,6 +34,7 @@ from mlsh_jax.config import RESUMABLE_FIELDS, MLSHConfig, config_differences
 from mlsh_jax.faults import (STALL_EXIT_CODE, NonFiniteError, StallWatchdog, StopSignals, describe_non_finite,
                              exit_now)
 from mlsh_jax.files import write_json
+from mlsh_jax.loading import ENV_FILE, env_record
 from mlsh_jax.metrics_log import MetricsLog
 from mlsh_jax.resume import CONFIG_FILE, find_resume_point, record_resume
 from mlsh_jax.trainer import Trainer, TrainState
@@ -208,6 +209,7 @@ def train(
         if main:
             prepare_run_dir(out)
             write_json(out / CONFIG_FILE, config.to_dict())
+            write_json(out / ENV_FILE, env_record(config.env))
         distributed.barrier("mlsh_jax.train.run_dir_created")
         state = trainer.init(jax.random.PRNGKey(config.seed))
         if prepare_state is not None:

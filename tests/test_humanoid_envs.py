@@ -9,8 +9,8 @@ import pytest
 
 from envs import make_env
 from envs.brax_body import geom_names
-from envs.humanoid import (CRAWL, TURN_X, WALK, CourseExtra, HumanoidCourse, HumanoidWalkCrawl, WalkCrawlTask,
-                           torso_height)
+from envs.humanoid import (CRAWL, TURN_X, WALK, CourseExtra, HumanoidCourse, HumanoidWalk, HumanoidWalkCrawl,
+                           WalkCrawlTask, torso_height)
 from tests.helpers.brax_states import drive, jitted_step, pipeline_at, rollout, state_at
 
 
@@ -23,12 +23,12 @@ def _task(objective):
     return WalkCrawlTask(objective=jnp.asarray(objective, jnp.int32))
 
 
-@pytest.mark.parametrize("name", ["humanoid_walkcrawl", "humanoid_course"])
+@pytest.mark.parametrize("name", ["humanoid_walkcrawl", "humanoid_course", "humanoid_walk"])
 def test_episode_is_finite_deterministic_and_truncates(name):
     env = make_env(name, episode_length=25)
     tasks = jax.vmap(env.sample_task)(jax.random.split(jax.random.PRNGKey(0), 4))
     obs, reward, truncated, terminated = rollout(env, tasks, jax.random.PRNGKey(1), 25)
-    assert obs.shape == (25, 4, 47) and env.subpolicy_observation_size == 45
+    assert obs.shape == (25, 4, 246) and env.subpolicy_observation_size == 244
     assert env.continuous_actions and env.action_size == 17
     assert np.isfinite(np.asarray(obs)).all() and np.isfinite(np.asarray(reward)).all()
     # Every copy either fell (walking) or hit the time limit exactly at the last step.
@@ -46,7 +46,7 @@ def test_both_objectives_vmap_in_one_program_with_the_ceiling_by_task(walkcrawl)
     z = np.asarray(jax.vmap(lambda t: walkcrawl.task_system(t).geom_pos[ceiling, 2])(tasks))
     assert z[0] < 0 < 1.0 < z[1]                    # parked under the floor / in place, bottom at 1.0
     obs, _, _, _ = rollout(walkcrawl, tasks, jax.random.PRNGKey(0), 5)
-    assert obs.shape == (5, 2, 47)
+    assert obs.shape == (5, 2, 246)
 
 
 def _head_ceiling_distance(env, task, state):
@@ -148,3 +148,41 @@ def test_course_turns_to_crawling_past_x_25_and_keeps_it():
     assert bool(back.inner.extra.crawling) and not bool(back.terminated) and float(back.reward) > 1.0
     fallen_walking = step(task, state_at(env, task, (10.0, 0.0), height=0.6), jnp.zeros(17), jax.random.PRNGKey(0))
     assert bool(fallen_walking.terminated)
+
+
+def test_the_body_observation_is_brax_humanoids_and_the_master_also_sees_x_y(walkcrawl):
+    """Reference: brax.envs.humanoid.Humanoid's own observation (q[2:], qd, com inertia, com velocity,
+    actuator forces) of the same physics state under the same controls."""
+    from brax.envs.humanoid import Humanoid
+
+    reference = Humanoid(backend="spring")
+    state = reference.reset(jax.random.PRNGKey(3))
+    action = jnp.linspace(-0.9, 0.7, 17)
+    state = jax.jit(reference.step)(state, action)         # moving: velocities and forces are not zero
+    pipeline = state.pipeline_state
+    controls = walkcrawl.to_controls(walkcrawl.sys, action)
+    np.testing.assert_allclose(controls, 0.4 * action, atol=1e-6)   # actuator range [-0.4, 0.4]
+    expected = np.asarray(reference._get_obs(pipeline, controls))
+    assert expected.shape == (244,)
+    obs = np.asarray(walkcrawl.observe(pipeline, controls))
+    np.testing.assert_allclose(obs[:244], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(obs[244:], np.asarray(pipeline.q[:2]), atol=1e-6)
+    # At a reset the forces are those of zero controls, as in Brax.
+    np.testing.assert_allclose(np.asarray(walkcrawl.observe(pipeline))[:244],
+                               np.asarray(reference._get_obs(pipeline, jnp.zeros(17))), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(walkcrawl.subpolicy_view(obs), obs[:244])
+    # A step of the task env observes the forces of that step's controls.
+    task = _task(WALK)
+    stepped = jitted_step(walkcrawl)(task, walkcrawl.reset(task, jax.random.PRNGKey(0)), action, jax.random.PRNGKey(1))
+    np.testing.assert_allclose(np.asarray(stepped.obs)[:244],
+                               np.asarray(reference._get_obs(stepped.inner.pipeline, controls)), rtol=1e-5, atol=1e-5)
+
+
+def test_the_walk_only_task_always_walks_without_a_ceiling():
+    env = HumanoidWalk()
+    tasks = jax.vmap(env.sample_task)(jax.random.split(jax.random.PRNGKey(0), 16))
+    assert (np.asarray(tasks.objective) == WALK).all() and env.task_kinds == ()
+    ceiling = geom_names(env.sys).index("ceiling")
+    assert float(env.task_system(tasks.replace(objective=tasks.objective[0])).geom_pos[ceiling, 2]) < 0
+    task = _task(WALK)
+    assert _reward(env, task, 5.0, 5.0 + SHIFT_M, height=1.001) == pytest.approx(1.25 * VELOCITY + 5.0, abs=1e-3)
