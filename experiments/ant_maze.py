@@ -41,7 +41,8 @@ def slot_success(trainer, state, key) -> dict:
     """Each slot's master with the sub-policies, one greedy episode on the slot's task."""
     slots = to_host(state.slots)
     policies = common.shared_part_on_host(state)
-    trajectory, _ = run_hierarchy(trainer, policies, slots.master.params, slots.task, key, greedy=True)
+    trajectory, _ = run_hierarchy(trainer, policies, slots.master.params, slots.task, key, greedy=True,
+                                  env=common.original_task_env(trainer.config))
     reached = np.asarray(AntMaze.reached_goal(slots.task, trajectory.inner.pipeline)).any(axis=0)  # [B]
     post_warmup = np.asarray(slots.phase) >= trainer.config.warmup_updates
     layouts = np.asarray(slots.task.layout)

@@ -38,14 +38,16 @@ PRESETS = brax_family.presets("ant_twowalk", K, cpu_updates=800, **TASK)
 
 
 def subpolicy_returns(trainer, state, key, episodes: int = 16) -> dict:
-    """Each sub-policy alone for `episodes` sampled episodes on each goal: `by_subpolicy_and_goal`
+    """Each sub-policy alone for `episodes` sampled episodes on each goal, on the task's own reward
+    (`common.original_task_env`, no shaping): `by_subpolicy_and_goal`
     [K][goals] mean returns; `perfect_master`, the mean over goals of the better sub-policy's return
     (a master that always picks it); `coin_flip`, the mean of all (a master that picks at random)."""
     goals = np.repeat(np.arange(len(GOALS)), episodes)                    # [goals * episodes]
     tasks = TwoWalkTask(goal=jnp.asarray(goals, jnp.int32))
     returns = np.zeros((trainer.config.num_subpolicies, len(GOALS)))
+    env = common.original_task_env(trainer.config)
     for k in range(trainer.config.num_subpolicies):
-        trajectory = run_subpolicy(trainer, state, k, tasks, jax.random.fold_in(key, k))
+        trajectory = run_subpolicy(trainer, state, k, tasks, jax.random.fold_in(key, k), env=env)
         episode_returns = np.asarray(trajectory.reward[1:]).sum(axis=0)    # [goals * episodes]
         returns[k] = [episode_returns[goals == goal].mean() for goal in range(len(GOALS))]
     return {"by_subpolicy_and_goal": returns.round(4).tolist(), "perfect_master": round(float(returns.max(0).mean()), 4),

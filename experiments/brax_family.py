@@ -141,8 +141,9 @@ def subpolicy_headings(trainer, state, tasks, key) -> dict:
     from mlsh_jax.evaluation import run_subpolicy
 
     headings, per_sub = [], []
+    env = common.original_task_env(trainer.config)   # no episode end at a fall: the whole episode counts
     for k in range(trainer.config.num_subpolicies):
-        trajectory = run_subpolicy(trainer, state, k, tasks, jax.random.fold_in(key, k))
+        trajectory = run_subpolicy(trainer, state, k, tasks, jax.random.fold_in(key, k), env=env)
         xy = np.asarray(trajectory.obs[..., -2:])                       # [T + 1, n, 2]
         displacement = xy[-1] - xy[0]                                   # [n, 2]
         mean = displacement.mean(axis=0)

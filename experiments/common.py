@@ -23,7 +23,9 @@ import shlex
 import sys
 from typing import Callable, Iterator, Mapping, Sequence
 
-from envs import ENV_REGISTRY
+import jax
+
+from envs import ENV_REGISTRY, make_env
 from mlsh_jax.checkpoint import CheckpointError
 from mlsh_jax.config import RESUMABLE_FIELDS, ConfigError, MLSHConfig, config_differences
 from mlsh_jax.loading import CONFIG_FILE
@@ -293,14 +295,14 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
     resume_args = ["--out", out, "--resume"] + (["--no-baseline"] if args.no_baseline else []) + cluster_flags(args)
     mlsh = train_or_exit(module, config, out, resume=args.resume, resume_args=resume_args,
                          progress=not args.no_progress, description="MLSH")
-    analysis = analyse(mlsh, out)
+    analysis = analyse(mlsh, out) | original_task_returns(mlsh)
     summary = dict(mlsh.summary, **analysis)
     curves = {"MLSH": mlsh.rows}
     if not args.no_baseline:
         shared = train_or_exit(module, shared_baseline(config), baseline_out, resume=resume_baseline,
                                resume_args=resume_args, progress=not args.no_progress, description="shared policy")
         curves["shared policy"] = shared.rows
-        summary["baseline_shared"] = _headline(shared.summary)
+        summary["baseline_shared"] = _headline(shared.summary) | original_task_returns(shared)
     if not is_main_process():  # in a cluster, process 0 writes the files
         return summary
     write_json(out / "summary.json", summary)
@@ -311,6 +313,25 @@ def run_with_shared_baseline(module: str, title: str, presets: Mapping[str, Call
     headline = HEADLINE_RETURNS + ("wall_s", "baseline_shared")
     print(json.dumps({k: summary[k] for k in headline if k in summary} | analysis))
     return summary
+
+
+def original_task_returns(result: RunResult) -> dict:
+    """For a run whose task reward is shaped (`MLSHConfig.shaping`): {"original_task": each slot's
+    policy on its own task without the shaping, 4 sampled episodes (`evaluation.slot_returns`)}, the
+    returns to compare with the task's own; {} for a run without shaping."""
+    from mlsh_jax.evaluation import slot_returns
+
+    config = result.trainer.config
+    if config.shaping.is_default:
+        return {}
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 7)
+    return {"original_task": slot_returns(result.trainer, result.state, key, env=original_task_env(config))}
+
+
+def original_task_env(config: MLSHConfig):
+    """The run's task distribution without its reward shaping (`MLSHConfig.shaping`): the env the
+    analyses judge a run in, so that shaped and unshaped runs are compared on the task's own reward."""
+    return make_env(config.env, episode_length=config.episode_length)
 
 
 def _headline(summary: dict) -> dict:

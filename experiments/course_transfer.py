@@ -70,18 +70,22 @@ SHARED_TRANSFER = Baseline("shared policy transferred", "shared_transfer", from_
 
 
 def masters_progress(result, progress: Progress) -> dict:
-    """Each slot's trained master over the transferred sub-policies, one sampled episode."""
+    """Each slot's trained master over the transferred sub-policies, one sampled episode on the
+    task's own reward (no shaping)."""
     state = result.state
     key = jax.random.PRNGKey(result.trainer.config.seed + 1)
-    trajectory, _ = run_hierarchy(result.trainer, state, state.slots.master.params, state.slots.task, key)
+    trajectory, _ = run_hierarchy(result.trainer, state, state.slots.master.params, state.slots.task, key,
+                                  env=common.original_task_env(result.trainer.config))
     return progress(trajectory.obs, trajectory.reward[1:])
 
 
 def policy_progress(result, episodes: int, progress: Progress) -> dict:
-    """A flat policy (the one sub-policy of a shared run), `episodes` sampled episodes."""
+    """A flat policy (the one sub-policy of a shared run), `episodes` sampled episodes on the task's
+    own reward."""
     key = jax.random.PRNGKey(result.trainer.config.seed + 1)
     tasks = jax.vmap(result.trainer.env.sample_task)(jax.random.split(key, episodes))
-    trajectory = run_subpolicy(result.trainer, result.state, 0, tasks, key)
+    trajectory = run_subpolicy(result.trainer, result.state, 0, tasks, key,
+                               env=common.original_task_env(result.trainer.config))
     return progress(trajectory.obs, trajectory.reward[1:])
 
 

@@ -12,25 +12,28 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from envs.base import EnvState
+from envs.base import EnvState, TaskEnv
 from mlsh_jax.distributed import to_host
 from mlsh_jax.networks import ActorCritic
 from mlsh_jax.trainer import Trainer, TrainState
 
 
 def run_subpolicy(
-    trainer: Trainer, state: TrainState, sub_index: int, tasks: Any, key: jax.Array, greedy: bool = False
+    trainer: Trainer, state: TrainState, sub_index: int, tasks: Any, key: jax.Array, greedy: bool = False,
+    env: TaskEnv | None = None,
 ) -> EnvState:
     """Runs sub-policy `sub_index` alone for one episode on each task (no master).
 
     Args:
       tasks: a batch of tasks, leading axis [n].
       greedy: take the most likely action instead of sampling.
+      env: the env to run in (default the trainer's); it must observe as the trainer's does, e.g. the
+        same task without the trainer's reward shaping.
 
     Returns:
       EnvState trajectory with leading axes [episode_length + 1, n] (index 0 is the reset state).
     """
-    env = trainer.env
+    env = env or trainer.env
     params = jax.tree.map(lambda x: x[sub_index], to_host(state.subs.params))
     sub_stats, tasks = to_host(Trainer.subpolicy_stats(state)), jax.device_get(tasks)
     num_tasks = jax.tree.leaves(tasks)[0].shape[0]
@@ -52,7 +55,8 @@ def run_subpolicy(
 
 
 def run_hierarchy(
-    trainer: Trainer, state: TrainState, master_params, tasks: Any, key: jax.Array, greedy: bool = False
+    trainer: Trainer, state: TrainState, master_params, tasks: Any, key: jax.Array, greedy: bool = False,
+    env: TaskEnv | None = None,
 ) -> tuple[EnvState, jax.Array]:
     """Runs masters with the sub-policies for one episode per task (no random master actions).
 
@@ -60,12 +64,13 @@ def run_hierarchy(
       master_params: one master per task, leading axis [n] (e.g. the trained slots' own masters).
       tasks: tasks with leading axis [n].
       greedy: most likely master choices and actions instead of samples.
+      env: the env to run in (default the trainer's; see `run_subpolicy`).
 
     Returns:
       (EnvState trajectory [episode_length + 1, n] (index 0 is the reset state),
        active sub-policy [episode_length, n] int32).
     """
-    env, cfg = trainer.env, trainer.config
+    env, cfg = env or trainer.env, trainer.config
     master, sub = trainer.master_model, trainer.sub_model
     sub_params, obs_stats = to_host(state.subs.params), to_host(state.obs_stats)
     sub_stats = to_host(Trainer.subpolicy_stats(state))
@@ -96,3 +101,43 @@ def run_hierarchy(
     carry = (start, jnp.zeros((num_tasks,), jnp.int32))
     _, (trajectory, active) = jax.lax.scan(step, carry, (steps, jax.random.split(run_key, env.episode_length)))
     return jax.tree.map(lambda s, t: jnp.concatenate([s[None], t]), start, trajectory), active
+
+
+def episode_returns(trajectory: EnvState) -> jax.Array:
+    """Return [n] of the first episode of each copy in a trajectory [T + 1, n] that does not reset:
+    the rewards up to and including the step that ended it (terminated or truncated)."""
+    ended = trajectory.terminated[1:] | trajectory.truncated[1:]                  # [T, n]
+    ended_before = jnp.cumsum(ended, axis=0) - ended                              # ends strictly before t
+    return jnp.sum(jnp.where(ended_before == 0, trajectory.reward[1:], 0.0), axis=0)
+
+
+def slot_returns(trainer: Trainer, state: TrainState, key: jax.Array, env: TaskEnv | None = None,
+                 episodes: int = 4) -> dict:
+    """Each task slot's policy on the slot's own task for `episodes` sampled episodes in `env`
+    (default the trainer's): its master with the sub-policies (MLSH), or the shared policy.
+
+    Returns {"mean_return", "mean_return_task_balanced" (the mean over kinds of task of their
+    slots' mean; the plain mean for an env without kinds), "by_kind" {kind name: mean},
+    "post_warmup_mean_return" (MLSH: slots past their warmup; None if none), "episodes"}.
+    """
+    import numpy as np
+
+    env = env or trainer.env
+    slots = to_host(state.slots)
+    tasks = jax.tree.map(lambda x: np.repeat(np.asarray(x), episodes, axis=0), slots.task)     # [B * episodes]
+    if slots.master is None:
+        trajectory = run_subpolicy(trainer, state, 0, tasks, key, env=env)
+    else:
+        masters = jax.tree.map(lambda x: np.repeat(np.asarray(x), episodes, axis=0), slots.master.params)
+        trajectory, _ = run_hierarchy(trainer, state, masters, tasks, key, env=env)
+    returns = np.asarray(episode_returns(trajectory)).reshape(-1, episodes).mean(axis=1)      # [B]
+    kinds = np.asarray(jax.vmap(env.task_kind)(slots.task))
+    by_kind = {env.task_kinds[k] if env.task_kinds else str(k): float(returns[kinds == k].mean())
+               for k in np.unique(kinds)}
+    post_warmup = np.asarray(slots.phase) >= trainer.config.warmup_updates
+    return {"mean_return": float(returns.mean()),
+            "mean_return_task_balanced": float(np.mean(list(by_kind.values()))),
+            "by_kind": by_kind,
+            "post_warmup_mean_return": (float(returns[post_warmup].mean())
+                                        if slots.master is not None and post_warmup.any() else None),
+            "episodes": int(returns.size * episodes)}
