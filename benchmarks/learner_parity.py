@@ -3,6 +3,7 @@ env objects and env-step budget.
 
     python -m benchmarks.learner_parity --envs brax_ant --steps 10000000 --seeds 0,1,2
     python -m benchmarks.learner_parity --envs ant_maze,ant_twowalk --learners ours --recipe locomotion
+    python -m benchmarks.learner_parity --envs humanoid_walk --steps 20000000
 
 Each (env, learner, seed) is one job with its own folder under `--out` (default
 runs/learner_parity): `curve.json` (every evaluation: env steps, deterministic return, metres walked
@@ -11,10 +12,11 @@ job continues where it stopped (`--out` again). A finished job is never rerun; b
 atomic (an interrupted one starts again). The summary JSON (printed, and written to `--summary`)
 holds every job's curve, its final figures and its env steps/s during training.
 
-Both learners use Brax's PPO notebook settings for the ant, scaled to `--envs-count` env copies:
-unroll 5 (ours: 20-step windows), 4 epochs x 16 minibatches, gamma 0.97, lambda 0.95, clip 0.3,
-entropy 1e-2, reward scaling 10, observation normalisation, policy 4x32 / value 5x256 swish,
-tanh-squashed Gaussian. Ours is the shared-policy path through `Trainer` with the `locomotion`
+Both learners use Brax's PPO notebook settings, scaled to `--envs-count` env copies: for the ant
+unroll 5 (ours: 20-step windows), 4 epochs x 16 minibatches, entropy 1e-2, reward scaling 10; for
+the humanoid (`humanoid_walk`, every task walks) unroll 10 (ours: 20-step windows), 8 epochs x 32
+minibatches, entropy 1e-3, reward scaling 0.1; both gamma 0.97, lambda 0.95, clip 0.3, observation
+normalisation, policy 4x32 / value 5x256 swish, tanh-squashed Gaussian. Ours is the shared-policy path through `Trainer` with the `locomotion`
 recipe (`--recipe paper`: the paper's 2x64 tanh networks and PPO settings on the same layout).
 Evaluation is the same function for both: `--eval-episodes` greedy episodes of the env (fresh tasks)
 with its own reward (without the shaping of `--alive-bonus` / `--end-when-fallen`, which change only
@@ -47,10 +49,30 @@ from mlsh_jax.trainer import Trainer
 
 LEARNERS = ("ours", "brax")
 RECIPES = ("locomotion", "paper")
-PARITY_ENVS = ("brax_ant", "ant_maze", "ant_twowalk")
-UNROLL = 5                 # brax's unroll length
+PARITY_ENVS = ("brax_ant", "ant_maze", "ant_twowalk", "humanoid_walk")
 OUR_WINDOW = 20            # env steps per env copy per update of ours (divides the 1000-step episode)
-EPOCHS, MINIBATCHES = 4, 16
+
+
+@dataclasses.dataclass(frozen=True)
+class NotebookSettings:
+    """Brax's PPO notebook settings of one body: `unroll` (brax's unroll length), `epochs` x
+    `minibatches` per update, `entropy` coefficient, `reward_scaling`, and brax's `batch_size` as a
+    fraction of the env copies (`batch_fraction`)."""
+
+    unroll: int
+    epochs: int
+    minibatches: int
+    entropy: float
+    reward_scaling: float
+    batch_fraction: float
+
+
+ANT_SETTINGS = NotebookSettings(unroll=5, epochs=4, minibatches=16, entropy=1e-2, reward_scaling=10.0,
+                                batch_fraction=0.25)
+HUMANOID_SETTINGS = NotebookSettings(unroll=10, epochs=8, minibatches=32, entropy=1e-3, reward_scaling=0.1,
+                                     batch_fraction=0.5)
+SETTINGS = {"brax_ant": ANT_SETTINGS, "ant_maze": ANT_SETTINGS, "ant_twowalk": ANT_SETTINGS,
+            "humanoid_walk": HUMANOID_SETTINGS}
 # A slot keeps its task (and its env copies run on, episode after episode) for this many updates,
 # 5 episodes of 1000 steps; slots start staggered, so some slot draws a new task every few updates.
 # (A lifetime of one update would reset every env copy at every update: with 20-step windows no
@@ -75,7 +97,7 @@ class Job:
 
 # ---- the shared evaluation ---------------------------------------------------------------------
 def torso_xy(env, inner) -> jax.Array:
-    """The torso's (x, y) [..., 2] of an env's inner state (brax's ant or this project's ants)."""
+    """The torso's (x, y) [..., 2] of an env's inner state (brax's ant or this project's bodies)."""
     if hasattr(inner, "pipeline_state"):
         return inner.pipeline_state.x.pos[..., 0, :2]
     return inner.pipeline.x.pos[..., 0, :2]
@@ -114,12 +136,14 @@ def our_config(env: str, recipe: str, seed: int, num_envs: int, steps: int,
     envs_per_slot = min(num_envs, 128)
     num_slots = num_envs // envs_per_slot
     per_update = num_envs * OUR_WINDOW
+    notebook = SETTINGS[env]
     if recipe == "locomotion":
-        sub = PPOConfig(learning_rate=3e-4, epochs=EPOCHS, num_minibatches=MINIBATCHES, clip_eps=0.3,
-                        entropy_coef=1e-2, value_coef=0.5, discount=0.97, gae_lambda=0.95)
-        network, reward_scale = NetworkConfig.locomotion(), 10.0
+        sub = PPOConfig(learning_rate=3e-4, epochs=notebook.epochs, num_minibatches=notebook.minibatches,
+                        clip_eps=0.3, entropy_coef=notebook.entropy, value_coef=0.5, discount=0.97, gae_lambda=0.95)
+        network, reward_scale = NetworkConfig.locomotion(), notebook.reward_scaling
     else:
-        sub, network, reward_scale = PPOConfig(learning_rate=3e-4, num_minibatches=MINIBATCHES), NetworkConfig(), 1.0
+        sub, network = PPOConfig(learning_rate=3e-4, num_minibatches=notebook.minibatches), NetworkConfig()
+        reward_scale = 1.0
     return MLSHConfig(
         env=env, episode_length=1000, algorithm="shared", num_subpolicies=1, macro_duration=OUR_WINDOW,
         warmup_updates=0, joint_updates=TASK_UPDATES, num_slots=num_slots, steps_per_slot=envs_per_slot * OUR_WINDOW,
@@ -204,7 +228,8 @@ def brax_available() -> str | None:
 
 
 def run_brax(job: Job, folder: pathlib.Path, args) -> dict:
-    """Brax's PPO with its notebook's ant settings on the same env object, evaluated by `evaluate`."""
+    """Brax's PPO with its notebook's settings for the body on the same env object, evaluated by
+    `evaluate`."""
     from brax.training.agents.ppo import networks as ppo_networks
     from brax.training.agents.ppo import train as ppo
 
@@ -226,12 +251,13 @@ def run_brax(job: Job, folder: pathlib.Path, args) -> dict:
         print(f"  {job.name}: {steps_done:,} steps, return {curve[-1]['return']:.1f}, "
               f"{curve[-1]['metres_per_1000_steps']:.1f} m / 1000 steps, {rate:,.0f} steps/s", flush=True)
 
-    batch_size = args.envs_count // 4
+    notebook = SETTINGS[job.env]
     ppo.train(
         environment=to_brax(env), num_timesteps=args.steps, num_evals=max(2, args.steps // args.eval_every + 1),
-        num_envs=args.envs_count, episode_length=1000, unroll_length=UNROLL, batch_size=batch_size,
-        num_minibatches=MINIBATCHES, num_updates_per_batch=EPOCHS, learning_rate=3e-4, entropy_cost=1e-2,
-        discounting=0.97, gae_lambda=0.95, clipping_epsilon=0.3, reward_scaling=10.0,
+        num_envs=args.envs_count, episode_length=1000, unroll_length=notebook.unroll,
+        batch_size=int(args.envs_count * notebook.batch_fraction), num_minibatches=notebook.minibatches,
+        num_updates_per_batch=notebook.epochs, learning_rate=3e-4, entropy_cost=notebook.entropy,
+        discounting=0.97, gae_lambda=0.95, clipping_epsilon=0.3, reward_scaling=notebook.reward_scaling,
         normalize_observations=True, num_eval_envs=16, seed=job.seed, policy_params_fn=on_params,
         run_evals=False,
         network_factory=functools.partial(ppo_networks.make_ppo_networks, policy_hidden_layer_sizes=(32,) * 4,

@@ -42,3 +42,16 @@ def test_both_learners_train_on_the_same_env_and_a_rerun_continues(tmp_path):
     again = run(*args)
     assert again.returncode == 0 and "training" not in again.stdout
     assert json.loads(summary.read_text())["jobs"] == report["jobs"]
+
+
+@pytest.mark.parametrize("env, entropy, scale, epochs, minibatches", [
+    ("brax_ant", 1e-2, 10.0, 4, 16),          # brax's notebook for the ant (minibatches halved with the envs)
+    ("humanoid_walk", 1e-3, 0.1, 8, 32),      # brax's notebook for the humanoid
+])
+def test_ours_takes_the_notebook_settings_of_the_body(env, entropy, scale, epochs, minibatches):
+    from benchmarks.learner_parity import our_config
+
+    config = our_config(env, "locomotion", seed=0, num_envs=256, steps=10 * 256 * 20)
+    assert (config.sub.entropy_coef, config.reward_scale) == (entropy, scale)
+    assert (config.sub.epochs, config.sub.num_minibatches) == (epochs, minibatches)
+    assert config.env == env and config.num_updates == 10 and config.envs_per_slot * config.num_slots == 256
