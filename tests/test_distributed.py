@@ -121,7 +121,7 @@ def test_two_process_cluster_matches_one_process(tmp_path, single):
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
     assert_close_runs(out, single)
     assert sorted(p.name for p in out.iterdir() if p.suffix != ".npz") == [
-        "checkpoints", "config.json", "metrics.csv", "summary.json"]
+        "checkpoints", "config.json", "env.json", "metrics.csv", "summary.json"]
 
 
 @pytest.mark.slow
