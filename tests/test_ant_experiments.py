@@ -100,6 +100,7 @@ def test_maze_smoke_reports_success(tmp_path):
     assert len(summary["subpolicy_headings"]["subpolicies"]) == 3
 
 
+@pytest.mark.slow  # minutes of compile; default tier: the transfer itself (test_resume_and_transfer.py) and the course env (test_ant_envs.py)
 def test_obstacles_trains_masters_over_the_transferred_subpolicies(twowalk_run, tmp_path):
     source, _ = twowalk_run
     out = tmp_path / "course"

@@ -274,6 +274,7 @@ def _run_command(module: str, argv: list[str]):
     return importlib.import_module(module).main(argv)
 
 
+@pytest.mark.slow  # minutes; default tier: test_a_preempted_study_prints_a_resume_command_that_finishes_it
 def test_a_preempted_adaptation_prints_a_resume_command_that_finishes_it(smoke_run, tmp_path, capsys):
     out = tmp_path / "adapt dir"           # a space: the printed command must quote it
     argv = ["--run", str(smoke_run[0]), "--out", str(out), "--slots", "2", "--updates", "2", "--no-baseline",
@@ -319,6 +320,7 @@ def test_a_preempted_study_prints_a_resume_command_that_finishes_it(tmp_path, ca
     assert json.loads((run / "resumes.jsonl").read_text().splitlines()[0])["from_update"] == 1
 
 
+@pytest.mark.slow  # minutes: it trains two studies
 def test_a_study_reuses_another_studys_finished_run_of_the_same_configuration(tmp_path, capsys):
     from experiments import moving_bandits_studies
     sizes = ["--preset", "smoke", "--seeds", "1", "--updates", "2", "--slots", "2", "--no-progress"]

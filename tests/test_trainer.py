@@ -133,6 +133,7 @@ def test_one_network_per_sample_updates_subpolicies_as_every_network_masked_did(
     assert not leaves_equal(updated[0], state.subs.params)
 
 
+@pytest.mark.slow  # a benchmark's own check; default tier: test_seeds_share_one_compiled_trainer
 def test_the_seed_axis_benchmark_times_the_same_updates_as_one_seed_at_a_time():
     """`benchmarks.seed_axis` compares S updates one after another with one vmap of the update over S
     stacked states: both must compute the same thing for the timing to mean anything."""

@@ -212,6 +212,7 @@ def test_a_cluster_whose_process_is_killed_ends_within_the_limit_and_resumes(tmp
     assert_close_runs(out, single)
 
 
+@pytest.mark.slow  # minutes; default tier: a stall in one process and a cluster whose process dies
 def test_a_cluster_whose_process_stalls_ends_within_the_limit(tmp_path):
     """A stalled process keeps its heartbeats going, so JAX never ends the others (measured: still
     waiting after 300 s); the watchdogs end both."""
