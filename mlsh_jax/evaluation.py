@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from envs.base import EnvState, TaskEnv
 from mlsh_jax.distributed import to_host
@@ -120,8 +121,6 @@ def slot_returns(trainer: Trainer, state: TrainState, key: jax.Array, env: TaskE
     slots' mean; the plain mean for an env without kinds), "by_kind" {kind name: mean},
     "post_warmup_mean_return" (MLSH: slots past their warmup; None if none), "episodes"}.
     """
-    import numpy as np
-
     env = env or trainer.env
     slots = to_host(state.slots)
     tasks = jax.tree.map(lambda x: np.repeat(np.asarray(x), episodes, axis=0), slots.task)     # [B * episodes]
