@@ -21,7 +21,6 @@ import numpy as np
 
 from envs.ant_twowalk import GOALS, TwoWalkTask
 from experiments import brax_family, common
-from mlsh_jax.evaluation import run_subpolicy
 
 K = 2
 # The reward (-sqrt(distance to goal) / 3000 per step, ~1e-3) is scaled by 100 in the PPO targets so
@@ -37,31 +36,29 @@ PRESET_NOTES = brax_family.PRESET_NOTES
 PRESETS = brax_family.presets("ant_twowalk", K, cpu_updates=800, **TASK)
 
 
-def subpolicy_returns(trainer, state, key, episodes: int = 16) -> dict:
-    """Each sub-policy alone for `episodes` sampled episodes on each goal, on the task's own reward
-    (`common.original_task_env`, no shaping): `by_subpolicy_and_goal`
+def subpolicy_returns(trajectories, goals) -> dict:
+    """Each sub-policy's return on each goal, from its episodes alone (one trajectory [T + 1, n] per
+    sub-policy, on the task's own reward; `goals` [n] the goal of each episode): `by_subpolicy_and_goal`
     [K][goals] mean returns; `perfect_master`, the mean over goals of the better sub-policy's return
     (a master that always picks it); `coin_flip`, the mean of all (a master that picks at random)."""
-    goals = np.repeat(np.arange(len(GOALS)), episodes)                    # [goals * episodes]
-    tasks = TwoWalkTask(goal=jnp.asarray(goals, jnp.int32))
-    returns = np.zeros((trainer.config.num_subpolicies, len(GOALS)))
-    env = common.original_task_env(trainer.config)
-    for k in range(trainer.config.num_subpolicies):
-        trajectory = run_subpolicy(trainer, state, k, tasks, jax.random.fold_in(key, k), env=env)
-        episode_returns = np.asarray(trajectory.reward[1:]).sum(axis=0)    # [goals * episodes]
+    returns = np.zeros((len(trajectories), len(GOALS)))
+    for k, trajectory in enumerate(trajectories):
+        episode_returns = np.asarray(trajectory.reward[1:]).sum(axis=0)    # [n]
         returns[k] = [episode_returns[goals == goal].mean() for goal in range(len(GOALS))]
     return {"by_subpolicy_and_goal": returns.round(4).tolist(), "perfect_master": round(float(returns.max(0).mean()), 4),
             "coin_flip": round(float(returns.mean()), 4)}
 
 
-def analyse(result, out) -> dict:
-    """Each sub-policy alone on 16 episodes: heading and distance (the task does not matter), and
-    its return on each goal."""
+def analyse(result, out, episodes: int = 16) -> dict:
+    """Each sub-policy alone on `episodes` sampled episodes per goal (`brax_family.subpolicy_episodes`,
+    the task's own reward): heading and distance (`subpolicy_headings`), and its return on each goal
+    (`subpolicy_returns`)."""
     trainer, state = result.trainer, common.shared_part_on_host(result.state)
     key = jax.random.PRNGKey(trainer.config.seed + 1)
-    tasks = jax.vmap(trainer.env.sample_task)(jax.random.split(key, 16))
-    return {"subpolicy_headings": brax_family.subpolicy_headings(trainer, state, tasks, key),
-            "subpolicy_returns": subpolicy_returns(trainer, state, jax.random.fold_in(key, 1))}
+    goals = np.repeat(np.arange(len(GOALS)), episodes)                    # [goals * episodes]
+    trajectories = brax_family.subpolicy_episodes(trainer, state, TwoWalkTask(goal=jnp.asarray(goals, jnp.int32)), key)
+    return {"subpolicy_headings": brax_family.headings_of(trajectories),
+            "subpolicy_returns": subpolicy_returns(trajectories, goals)}
 
 
 def main(argv=None) -> dict:

@@ -136,14 +136,27 @@ def run_time_estimate(config: MLSHConfig, updates_done: int = 0) -> str:
 
 def subpolicy_headings(trainer, state, tasks, key) -> dict:
     """Runs each sub-policy alone for one episode per task (sampled actions) and reports where it
-    takes the ant: mean displacement (dx, dy), its heading in degrees and the mean distance covered,
-    plus the smallest angle between two sub-policies' headings."""
+    takes the ant (`headings_of`)."""
+    return headings_of(subpolicy_episodes(trainer, state, tasks, key))
+
+
+def subpolicy_episodes(trainer, state, tasks, key) -> list:
+    """Each sub-policy alone for one episode per task [n] (sampled actions), on the task's own reward
+    (`common.original_task_env`: no episode end at a fall, the whole episode counts): K trajectories
+    [episode_length + 1, n]."""
     from mlsh_jax.evaluation import run_subpolicy
 
+    env = common.original_task_env(trainer.config)
+    return [run_subpolicy(trainer, state, k, tasks, jax.random.fold_in(key, k), env=env)
+            for k in range(trainer.config.num_subpolicies)]
+
+
+def headings_of(trajectories) -> dict:
+    """Where each sub-policy's episodes (one trajectory [T + 1, n] per sub-policy) take the ant: mean
+    displacement (dx, dy), its heading in degrees and the mean distance covered, plus the smallest
+    angle between two sub-policies' headings."""
     headings, per_sub = [], []
-    env = common.original_task_env(trainer.config)   # no episode end at a fall: the whole episode counts
-    for k in range(trainer.config.num_subpolicies):
-        trajectory = run_subpolicy(trainer, state, k, tasks, jax.random.fold_in(key, k), env=env)
+    for trajectory in trajectories:
         xy = np.asarray(trajectory.obs[..., -2:])                       # [T + 1, n, 2]
         displacement = xy[-1] - xy[0]                                   # [n, 2]
         mean = displacement.mean(axis=0)

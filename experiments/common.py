@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import pathlib
 import shlex
@@ -330,8 +331,14 @@ def original_task_returns(result: RunResult) -> dict:
 
 def original_task_env(config: MLSHConfig):
     """The run's task distribution without its reward shaping (`MLSHConfig.shaping`): the env the
-    analyses judge a run in, so that shaped and unshaped runs are compared on the task's own reward."""
-    return make_env(config.env, episode_length=config.episode_length)
+    analyses judge a run in, so that shaped and unshaped runs are compared on the task's own reward.
+    One env object per (env, episode length): the analyses' compiled episodes are cached per env."""
+    return _unshaped_env(config.env, config.episode_length)
+
+
+@functools.lru_cache(maxsize=8)
+def _unshaped_env(name: str, episode_length: int):
+    return make_env(name, episode_length=episode_length)
 
 
 def _headline(summary: dict) -> dict:

@@ -7,6 +7,7 @@ every device (slots split, the rest replicated), while the episodes here run on 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -34,25 +35,36 @@ def run_subpolicy(
     Returns:
       EnvState trajectory with leading axes [episode_length + 1, n] (index 0 is the reset state).
     """
-    env = env or trainer.env
     params = jax.tree.map(lambda x: x[sub_index], to_host(state.subs.params))
     sub_stats, tasks = to_host(Trainer.subpolicy_stats(state)), jax.device_get(tasks)
-    num_tasks = jax.tree.leaves(tasks)[0].shape[0]
-    reset_key, run_key = jax.random.split(key)
-    start = jax.vmap(env.reset)(tasks, jax.random.split(reset_key, num_tasks))
+    return _subpolicy_episode(trainer, env or trainer.env, greedy)(params, sub_stats, tasks, key)
 
-    def step(env_state, step_key):
-        action_key, env_key = jax.random.split(step_key)
-        obs = trainer.subpolicy_input(sub_stats, env_state.obs)
+
+@functools.lru_cache(maxsize=16)
+def _subpolicy_episode(trainer: Trainer, env: TaskEnv, greedy: bool):
+    """`run_subpolicy`'s episode as one compiled program per (trainer, env, greedy): every sub-policy
+    and every call with the same number of tasks reuses it."""
+
+    @jax.jit
+    def episode(params, sub_stats, tasks, key):
+        num_tasks = jax.tree.leaves(tasks)[0].shape[0]
+        reset_key, run_key = jax.random.split(key)
+        start = jax.vmap(env.reset)(tasks, jax.random.split(reset_key, num_tasks))
         distribution = trainer.sub_model.distribution
-        dist_params = trainer.sub_model.apply(params, obs, method=ActorCritic.dist_params)
-        action = distribution.mode(dist_params) if greedy else distribution.sample(action_key, dist_params)
-        next_state = jax.vmap(env.step)(tasks, env_state, distribution.to_env(action),
-                                        jax.random.split(env_key, num_tasks))
-        return next_state, next_state
 
-    _, trajectory = jax.lax.scan(step, start, jax.random.split(run_key, env.episode_length))
-    return jax.tree.map(lambda s, t: jnp.concatenate([s[None], t]), start, trajectory)
+        def step(env_state, step_key):
+            action_key, env_key = jax.random.split(step_key)
+            obs = trainer.subpolicy_input(sub_stats, env_state.obs)
+            dist_params = trainer.sub_model.apply(params, obs, method=ActorCritic.dist_params)
+            action = distribution.mode(dist_params) if greedy else distribution.sample(action_key, dist_params)
+            next_state = jax.vmap(env.step)(tasks, env_state, distribution.to_env(action),
+                                            jax.random.split(env_key, num_tasks))
+            return next_state, next_state
+
+        _, trajectory = jax.lax.scan(step, start, jax.random.split(run_key, env.episode_length))
+        return _with_start(start, trajectory)
+
+    return episode
 
 
 def run_hierarchy(
@@ -71,37 +83,51 @@ def run_hierarchy(
       (EnvState trajectory [episode_length + 1, n] (index 0 is the reset state),
        active sub-policy [episode_length, n] int32).
     """
-    env, cfg = env or trainer.env, trainer.config
-    master, sub = trainer.master_model, trainer.sub_model
-    sub_params, obs_stats = to_host(state.subs.params), to_host(state.obs_stats)
-    sub_stats = to_host(Trainer.subpolicy_stats(state))
-    master_params, tasks = jax.device_get((master_params, tasks))
-    num_tasks = jax.tree.leaves(tasks)[0].shape[0]
-    reset_key, run_key = jax.random.split(key)
-    start = jax.vmap(env.reset)(tasks, jax.random.split(reset_key, num_tasks))
+    networks = (jax.device_get(master_params), to_host(state.subs.params), to_host(state.obs_stats),
+                to_host(Trainer.subpolicy_stats(state)))
+    return _hierarchy_episode(trainer, env or trainer.env, greedy)(*networks, jax.device_get(tasks), key)
+
+
+@functools.lru_cache(maxsize=16)
+def _hierarchy_episode(trainer: Trainer, env: TaskEnv, greedy: bool):
+    """`run_hierarchy`'s episode as one compiled program per (trainer, env, greedy)."""
+    master, sub, macro_duration = trainer.master_model, trainer.sub_model, trainer.config.macro_duration
 
     def pick(distribution, params, pick_key):
         return distribution.mode(params) if greedy else distribution.sample(pick_key, params)
 
-    def step(carry, inputs):
-        env_state, sub_index = carry
-        t, step_key = inputs
-        master_key, action_key, env_key = jax.random.split(step_key, 3)
-        obs = trainer.normalize(obs_stats, env_state.obs)
-        master_out = jax.vmap(lambda p, o: master.apply(p, o, method=ActorCritic.dist_params))(master_params, obs)
-        sub_index = jnp.where(t % cfg.macro_duration == 0, pick(master.distribution, master_out, master_key),
-                              sub_index)
-        sub_obs = trainer.subpolicy_input(sub_stats, env_state.obs)
-        all_params = jax.vmap(lambda p: sub.apply(p, sub_obs, method=ActorCritic.dist_params))(sub_params)
-        dist_params = jnp.take_along_axis(all_params, sub_index[None, :, None], axis=0)[0]
-        action = sub.distribution.to_env(pick(sub.distribution, dist_params, action_key))
-        next_state = jax.vmap(env.step)(tasks, env_state, action, jax.random.split(env_key, num_tasks))
-        return (next_state, sub_index), (next_state, sub_index)
+    @jax.jit
+    def episode(master_params, sub_params, obs_stats, sub_stats, tasks, key):
+        num_tasks = jax.tree.leaves(tasks)[0].shape[0]
+        reset_key, run_key = jax.random.split(key)
+        start = jax.vmap(env.reset)(tasks, jax.random.split(reset_key, num_tasks))
 
-    steps = jnp.arange(env.episode_length)
-    carry = (start, jnp.zeros((num_tasks,), jnp.int32))
-    _, (trajectory, active) = jax.lax.scan(step, carry, (steps, jax.random.split(run_key, env.episode_length)))
-    return jax.tree.map(lambda s, t: jnp.concatenate([s[None], t]), start, trajectory), active
+        def step(carry, inputs):
+            env_state, sub_index = carry
+            t, step_key = inputs
+            master_key, action_key, env_key = jax.random.split(step_key, 3)
+            obs = trainer.normalize(obs_stats, env_state.obs)
+            master_out = jax.vmap(lambda p, o: master.apply(p, o, method=ActorCritic.dist_params))(master_params, obs)
+            sub_index = jnp.where(t % macro_duration == 0, pick(master.distribution, master_out, master_key),
+                                  sub_index)
+            sub_obs = trainer.subpolicy_input(sub_stats, env_state.obs)
+            all_params = jax.vmap(lambda p: sub.apply(p, sub_obs, method=ActorCritic.dist_params))(sub_params)
+            dist_params = jnp.take_along_axis(all_params, sub_index[None, :, None], axis=0)[0]
+            action = sub.distribution.to_env(pick(sub.distribution, dist_params, action_key))
+            next_state = jax.vmap(env.step)(tasks, env_state, action, jax.random.split(env_key, num_tasks))
+            return (next_state, sub_index), (next_state, sub_index)
+
+        steps = jnp.arange(env.episode_length)
+        carry = (start, jnp.zeros((num_tasks,), jnp.int32))
+        _, (trajectory, active) = jax.lax.scan(step, carry, (steps, jax.random.split(run_key, env.episode_length)))
+        return _with_start(start, trajectory), active
+
+    return episode
+
+
+def _with_start(start: EnvState, trajectory: EnvState) -> EnvState:
+    """The reset state [n] put in front of a scanned trajectory [T, n]: [T + 1, n]."""
+    return jax.tree.map(lambda s, t: jnp.concatenate([s[None], t]), start, trajectory)
 
 
 def episode_returns(trajectory: EnvState) -> jax.Array:

@@ -12,6 +12,8 @@ import os
 import shutil
 import tempfile
 
+from tests.helpers.xla_flags import TEST_XLA_FLAGS
+
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before JAX is imported; subprocesses inherit it
     _session_cache = tempfile.mkdtemp(prefix="mlsh_jax_tests_xla_cache_")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _session_cache
@@ -19,6 +21,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # set before JAX is imported;
 # On a GPU machine every pytest-xdist worker is a JAX process: without this each would reserve 75% of the
 # GPU's memory at its first JAX call and the second worker would run out. Tests allocate what they use.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# The suite is compile-bound: it compiles at a lower LLVM optimisation level (`tests.helpers.xla_flags`).
+# Subprocesses inherit the flag; MLSH_JAX_TESTS_OPTIMIZED=1 keeps XLA's default optimisation level.
+if os.environ.get("MLSH_JAX_TESTS_OPTIMIZED") != "1" and "optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + TEST_XLA_FLAGS).strip()
 # Cache every compilation, however quick: whether a program loads from the cache then does not depend on
 # how fast this machine compiles it (a cached load makes XLA log lines on stderr that tests must tolerate).
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

@@ -17,13 +17,14 @@ import pytest
 
 from mlsh_jax import load_run
 from mlsh_jax.metrics_log import TIMING_COLUMNS
+from tests.helpers.xla_flags import xla_flags_with_host_devices
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HELPER = str(ROOT / "tests" / "helpers" / "cluster_train.py")
 # These tests run on the CPU, also on a GPU machine: two forced host devices in one process, compared with
 # one device and with processes joined over gloo (CPU collectives).
-TWO_DEVICES = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-ONE_DEVICE = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
+TWO_DEVICES = dict(os.environ, XLA_FLAGS=xla_flags_with_host_devices(2), JAX_PLATFORMS="cpu")
+ONE_DEVICE = dict(os.environ, XLA_FLAGS=xla_flags_with_host_devices(None), JAX_PLATFORMS="cpu")
 RTOL, ATOL = 1e-3, 1e-4  # masters train at lr 0.01: float differences grow to ~2e-5 in 4 updates
 # ...for almost every weight. Adam's normalised step turns a reduction-order difference in a
 # near-zero gradient into a step of up to the learning rate, so a rare weight drifts further: after

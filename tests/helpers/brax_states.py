@@ -36,17 +36,26 @@ def rollout(env, tasks, key, num_steps, actions=None):
     return _jitted_rollout(env, num_steps, actions)(tasks, key)
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_state_at(env):
+    """One compiled placement per env (run eagerly, the reset and pipeline init of a Brax body are
+    hundreds of small programs, each compiled on first use: most of a physics test's time)."""
+    def at(task, xy, velocity, height, extra):
+        state = env.reset(task, jax.random.PRNGKey(0))
+        q, qd = env.start_pose(jax.random.PRNGKey(0), xy=xy)
+        q = jnp.where(jnp.isnan(height), q, q.at[2].set(height))
+        qd = qd.at[:2].set(velocity)
+        extra = state.inner.extra if extra is None else extra
+        pipeline = env.pipeline.init(env.task_system(task, extra), q, qd)
+        return state.replace(inner=BodyState(pipeline=pipeline, extra=extra), obs=env.observe(pipeline))
+    return jax.jit(at)
+
+
 def state_at(env, task, xy, velocity=(0.0, 0.0), height=None, extra=None):
     """An env state of `task` with the body at `xy` (torso at `height` if given) moving at
     `velocity` (m/s) in x and y; `extra` replaces the task state."""
-    state = env.reset(task, jax.random.PRNGKey(0))
-    q, qd = env.start_pose(jax.random.PRNGKey(0), xy=jnp.asarray(xy, jnp.float32))
-    if height is not None:
-        q = q.at[2].set(height)
-    qd = qd.at[:2].set(jnp.asarray(velocity))
-    extra = state.inner.extra if extra is None else extra
-    pipeline = env.pipeline.init(env.task_system(task, extra), q, qd)
-    return state.replace(inner=BodyState(pipeline=pipeline, extra=extra), obs=env.observe(pipeline))
+    return _jitted_state_at(env)(task, jnp.asarray(xy, jnp.float32), jnp.asarray(velocity, jnp.float32),
+                                 jnp.float32(jnp.nan if height is None else height), extra)
 
 
 @functools.lru_cache(maxsize=None)
