@@ -10,7 +10,8 @@ import pytest
 from conftest import tiny_config
 from envs.base import EnvState
 from mlsh_jax import Trainer
-from mlsh_jax.evaluation import episode_returns, slot_returns
+from mlsh_jax.evaluation import (_hierarchy_episode, _subpolicy_episode, episode_returns, run_hierarchy, run_subpolicy,
+                                  slot_returns)
 from tests.helpers.toy_envs import Counter, CounterTask
 
 
@@ -53,3 +54,19 @@ def test_each_slot_is_judged_on_its_own_task_in_the_env_given(algorithm):
     shaped = slot_returns(trainer, state, jax.random.PRNGKey(1), env=CounterPlusTen(episode_length=8), episodes=2)
     assert shaped["mean_return"] == pytest.approx((36 + 116) / 2)
     assert returns["post_warmup_mean_return"] == (None if algorithm == "shared" else pytest.approx(36.0))
+
+
+def test_every_subpolicy_and_every_call_of_one_shape_reuse_one_compiled_episode():
+    env = Counter(episode_length=8)
+    trainer = Trainer(tiny_config(num_slots=2, steps_per_slot=16, envs_per_slot=1, macro_duration=4,
+                                  episode_length=8, num_subpolicies=3), env=env)
+    state = trainer.init(jax.random.PRNGKey(0))
+    tasks = CounterTask(end=jnp.asarray([3, 0], jnp.int32))
+    for k in range(3):
+        trajectory = run_subpolicy(trainer, state, k, tasks, jax.random.PRNGKey(k))
+        # Rewards 1, 2, 3 then (episode over at step 3) whatever the counter pays after its reset.
+        np.testing.assert_array_equal(np.asarray(trajectory.reward[1:4, 0]), [1.0, 2.0, 3.0])
+    run_hierarchy(trainer, state, state.slots.master.params, tasks, jax.random.PRNGKey(0))
+    run_hierarchy(trainer, state, state.slots.master.params, tasks, jax.random.PRNGKey(1))
+    assert _subpolicy_episode(trainer, env, False)._cache_size() == 1
+    assert _hierarchy_episode(trainer, env, False)._cache_size() == 1
