@@ -41,7 +41,7 @@ def test_episode_is_finite_deterministic_and_truncates(name):
 
 
 def test_both_objectives_vmap_in_one_program_with_the_ceiling_by_task():
-    env = make_env("humanoid_walkcrawl", episode_length=25)   # the program of the test above: compiled once
+    env = make_env("humanoid_walkcrawl", episode_length=25)   # the test above's program: loads from the cache
     tasks = _task(jnp.array([WALK, CRAWL, WALK, CRAWL]))
     ceiling = geom_names(env.sys).index("ceiling")
     z = np.asarray(jax.vmap(lambda t: env.task_system(t).geom_pos[ceiling, 2])(tasks))
