@@ -19,7 +19,7 @@ minibatches, entropy 1e-3, reward scaling 0.1; both gamma 0.97, lambda 0.95, cli
 normalisation, policy 4x32 / value 5x256 swish, tanh-squashed Gaussian. Ours is the shared-policy path through `Trainer` with the `locomotion`
 recipe (`--recipe paper`: the paper's 2x64 tanh networks and PPO settings on the same layout).
 Evaluation is the same function for both: `--eval-episodes` greedy episodes of the env (fresh tasks)
-with its own reward (without the shaping of `--alive-bonus` / `--end-when-fallen`, which change only
+with its own reward (without the shaping of `--alive-bonus` / `--end-when-fallen` / `--reward-direction`, which change only
 what is trained on), return until the episode ends, distance from the start to where it ended.
 
 Needs JAX < 0.10 for brax's trainer (it calls `jax.device_put_replicated`); on newer JAX its jobs are
@@ -42,7 +42,7 @@ import numpy as np
 
 from envs import make_env
 from mlsh_jax import checkpoint
-from mlsh_jax.config import MLSHConfig, NetworkConfig, PPOConfig, TaskShaping
+from mlsh_jax.config import MAZE_REWARD_DIRECTIONS, MLSHConfig, NetworkConfig, PPOConfig, TaskShaping
 from mlsh_jax.files import write_json
 from mlsh_jax.networks import ActorCritic
 from mlsh_jax.trainer import Trainer
@@ -282,6 +282,8 @@ def parse(argv) -> argparse.Namespace:
                         help="train with this bonus per upright step (ant tasks; evaluation is without)")
     parser.add_argument("--end-when-fallen", action="store_true",
                         help="train with episodes that end when the ant is not upright (ant tasks)")
+    parser.add_argument("--reward-direction", default="goal",
+                        help="ant_maze: train paid toward the goal (goal, the original) or along the corridor (path)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/learner_parity"))
     parser.add_argument("--summary", type=pathlib.Path, help="also write the summary JSON here")
     args = parser.parse_args(argv)
@@ -298,9 +300,14 @@ def parse(argv) -> argparse.Namespace:
         problems.append(f"--envs-count must be a positive multiple of 128, got {args.envs_count}")
     if args.steps < args.envs_count * OUR_WINDOW or args.eval_every < 1 or args.eval_episodes < 1:
         problems.append("--steps must cover one update (envs-count x 20), --eval-every and --eval-episodes >= 1")
-    args.shaping = TaskShaping(alive_bonus=args.alive_bonus, end_when_fallen=args.end_when_fallen)
+    args.shaping = TaskShaping(alive_bonus=args.alive_bonus, end_when_fallen=args.end_when_fallen,
+                               reward_direction=args.reward_direction)
     if not args.shaping.is_default and any(not env.startswith("ant_") for env in args.envs):
         problems.append("--alive-bonus / --end-when-fallen apply to the ant tasks only (brax_ant has its own)")
+    if args.reward_direction not in MAZE_REWARD_DIRECTIONS:
+        problems.append(f"--reward-direction: unknown {args.reward_direction!r} (use {' or '.join(MAZE_REWARD_DIRECTIONS)})")
+    elif args.reward_direction != "goal" and args.envs != ["ant_maze"]:
+        problems.append("--reward-direction path applies to ant_maze only (use --envs ant_maze)")
     if not 0 <= args.alive_bonus <= 100:
         problems.append(f"--alive-bonus must be in [0, 100], got {args.alive_bonus}")
     if problems:
@@ -312,7 +319,8 @@ def variant(args, learner: str) -> str:
     """The job-name suffix of the settings that differ from the locomotion recipe on the env's reward."""
     recipe = "_paper" if learner == "ours" and args.recipe == "paper" else ""
     bonus = f"_alive{args.alive_bonus:g}" if args.alive_bonus else ""
-    return recipe + bonus + ("_fall" if args.end_when_fallen else "")
+    path = "_path" if args.reward_direction == "path" else ""
+    return recipe + bonus + ("_fall" if args.end_when_fallen else "") + path
 
 
 def summarise(job: Job, result: dict) -> dict:

@@ -156,10 +156,14 @@ class TaskShaping:
         [0.2, 1.0] and not upside down, as Brax's ant pays 1 per healthy step).
       end_when_fallen: the episode ends (a termination, not a time limit) at the first step the body
         is not upright, as Brax's ant ends; a flipped ant's further samples teach nothing.
+      reward_direction: ant_maze only. "goal" (the original): the velocity paid is toward the goal in a
+        straight line, which crosses a block in six of the nine layouts; "path": toward the next cell
+        on the corridor's shortest path (`envs.ant_maze`).
     """
 
     alive_bonus: float = 0.0
     end_when_fallen: bool = False
+    reward_direction: str = "goal"
 
     @property
     def is_default(self) -> bool:
@@ -167,12 +171,24 @@ class TaskShaping:
         return self == TaskShaping()
 
     def env_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of a Brax body env's constructor ({} when there is no shaping)."""
-        return {} if self.is_default else dataclasses.asdict(self)
+        """Keyword arguments of a Brax body env's constructor: the fields that differ from the default
+        ({} when there is no shaping)."""
+        default = TaskShaping()
+        return {name: value for name, value in dataclasses.asdict(self).items() if value != getattr(default, name)}
 
-    def validate(self) -> None:
-        """Checks the values (field names prefixed `shaping.`)."""
+    def validate(self, env: str | None = None) -> None:
+        """Checks the values (field names prefixed `shaping.`), and that `env` takes them."""
         _require(0 <= self.alive_bonus <= 100, "shaping.alive_bonus", self.alive_bonus, "a number in [0, 100]")
+        _require(self.reward_direction in MAZE_REWARD_DIRECTIONS, "shaping.reward_direction", self.reward_direction,
+                 f"one of {', '.join(MAZE_REWARD_DIRECTIONS)}")
+        if env is not None:
+            _require(self.is_default or env.startswith("ant_"), "shaping", self,
+                     f"the default TaskShaping() for env {env!r} (shaping applies to the ant tasks)")
+            _require(self.reward_direction == "goal" or env == "ant_maze", "shaping.reward_direction",
+                     self.reward_direction, f"goal for env {env!r} (the path reward is ant_maze's)")
+
+
+MAZE_REWARD_DIRECTIONS = ("goal", "path")  # envs.ant_maze.REWARD_DIRECTIONS (the config does not import the envs)
 
 
 CREDIT_RULES = ("paper", "responsibility")
@@ -393,9 +409,7 @@ class MLSHConfig:
         _require(self.num_updates >= 1, "num_updates", self.num_updates, "an integer >= 1")
         self.master_network.validate("master_network")
         self.sub_network.validate("sub_network")
-        self.shaping.validate()
-        _require(self.shaping.is_default or self.env.startswith("ant_"), "shaping", self.shaping,
-                 f"the default TaskShaping() for env {self.env!r} (shaping applies to the ant tasks)")
+        self.shaping.validate(self.env)
         _require(0 <= self.random_master_action_prob <= 1, "random_master_action_prob",
                  self.random_master_action_prob, "a number in [0, 1]")
         _require(self.obs_clip > 0, "obs_clip", self.obs_clip, "a number > 0")

@@ -9,6 +9,7 @@ their subprocesses themselves."""
 import atexit
 import dataclasses
 import os
+import pathlib
 import shutil
 import tempfile
 
@@ -51,3 +52,36 @@ def tiny_config(**overrides) -> MLSHConfig:
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+# The default tier's files that take minutes, longest first (worker-seconds on the 2-core CPU, default
+# tier). pytest-xdist hands whole files (`--dist loadfile`) to its workers in collection order: started
+# first, they leave the short files to fill the end (in alphabetical order test_watchdog.py started
+# last and ran ~2 minutes alone). A file missing here runs after these, in its alphabetical place.
+LONGEST_FILES_FIRST = (
+    "test_experiment_cli.py",   # ~290 s
+    "test_trainer.py",          # ~240 s
+    "test_watchdog.py",         # ~215 s
+    "test_humanoid_envs.py",    # ~185 s
+    "test_resume.py",           # ~155 s
+    "test_credit.py",           # ~150 s
+    "test_distributed.py",      # ~145 s
+    "test_ant_envs.py",         # ~140 s
+    "test_faults.py",           # ~120 s
+    "test_ant_experiments.py",  # ~115 s
+    "test_notebook.py",         # ~90 s
+    "test_learner_recipes.py",  # ~80 s
+    "test_adapt.py",            # ~80 s
+    "test_resume_and_transfer.py",  # ~75 s
+    "test_learning.py",         # ~60 s
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Runs the files of LONGEST_FILES_FIRST first, in that order; the others after them,
+    alphabetically. Tests keep their order within a file."""
+    stale = [name for name in LONGEST_FILES_FIRST if not (pathlib.Path(__file__).parent / name).is_file()]
+    if stale:
+        raise pytest.UsageError(f"tests/conftest.py LONGEST_FILES_FIRST names files that do not exist: {stale}")
+    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), str(item.path)))

@@ -167,6 +167,41 @@ def test_maze_pays_the_velocity_toward_the_goal_minus_the_control_cost(maze):
     assert _ant_reward(maze, maze.task_for(0), (2.0, 0.0), (2.03, 0.04)) == pytest.approx(toward, abs=1e-4)
 
 
+# The path reward's targets, cell by cell (rows y = 16 / 0 / -16, columns x = 8 / 24 / 40), worked out
+# by hand from the layouts' corridors: each open cell heads for the next open cell's centre on the way
+# to the goal, the goal's cell for the goal. Blocked cells are not listed.
+HAND_PATH_TARGETS = {
+    0: {(1, 0): (8, 16), (0, 0): (8, 24)},
+    2: {(1, 0): (24, 0), (1, 1): (24, 16), (0, 1): (24, 24)},
+    5: {(1, 0): (24, 0), (1, 1): (40, 0), (1, 2): (40, 16), (0, 2): (40, 24)},
+    6: {(1, 0): (24, 0), (1, 1): (40, 0), (1, 2): (40, -16), (2, 2): (40, -24)},
+    7: {(1, 0): (8, 16), (0, 0): (24, 16), (0, 1): (32, 16)},
+}
+
+
+def test_the_path_reward_heads_for_the_next_cell_of_the_corridor():
+    path = AntMaze(split="all", reward_direction="path")
+    for layout, targets in HAND_PATH_TARGETS.items():
+        task = path.task_for(layout)
+        for (row, column), target in targets.items():
+            xy = jnp.asarray((CELL_X[column] + 3.0, CELL_Y[row] - 2.0))   # off the centre, inside the cell
+            np.testing.assert_allclose(np.asarray(path.heading_target(task, xy)), target, err_msg=f"{layout}")
+    # Layout 2 from the start cell: east along the corridor pays in full, north into the block above
+    # (which the straight line to (24, 24) pays for) pays nothing.
+    corridor = path.task_for(2)
+    assert _ant_reward(path, corridor, (8.0, 0.0), (8.05, 0.0)) == pytest.approx(1.0, abs=1e-4)
+    assert _ant_reward(path, corridor, (8.0, 0.0), (8.0, 0.05)) == pytest.approx(0.0, abs=1e-4)
+    # In the cell below the goal, (24, 0), it pays moving north toward (24, 16), minus the control cost.
+    toward = np.dot([0.03, 0.04], np.array([-2.0, 16.0]) / np.hypot(2.0, 16.0)) / ANT_STEP_S
+    assert (_ant_reward(path, corridor, (26.0, 0.0), (26.03, 0.04), action=0.5)
+            == pytest.approx(toward - 0.2, abs=1e-4))
+    # Where the straight line is the corridor (layout 4), both rewards agree.
+    east = path.task_for(4)
+    assert _ant_reward(path, east, (10.0, 0.0), (10.05, 0.0)) == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(ValueError, match="reward_direction"):
+        AntMaze(reward_direction="wall")
+
+
 def test_twowalk_pays_minus_the_root_of_the_distance_to_its_goal_over_3000():
     env = AntTwoWalk()
     east, north = (jax.tree.map(lambda x: jnp.asarray(goal, x.dtype), env.sample_task(jax.random.PRNGKey(0)))

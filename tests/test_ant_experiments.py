@@ -89,6 +89,8 @@ def test_task_balanced_curve_weights_each_goal_equally():
     assert np.isnan(resumed[0]) and list(resumed[1:]) == [1.0, -1.0]
 
 
+@pytest.mark.slow  # ~100 s; default tier: the experiment driver (the twowalk smoke), the maze's goal test
+#                    (test_ant_envs.py) and the hierarchy episode (test_evaluation.py)
 def test_maze_smoke_reports_success(tmp_path):
     out = tmp_path / "maze"
     summary = ant_maze.main(["--preset", "smoke", "--out", str(out), "--no-progress", "--no-baseline"])

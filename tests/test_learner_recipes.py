@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlsh_jax.config import ConfigError, MLSHConfig, NetworkConfig, PPOConfig, TaskShaping
+from mlsh_jax.config import MAZE_REWARD_DIRECTIONS, ConfigError, MLSHConfig, NetworkConfig, PPOConfig, TaskShaping
 from mlsh_jax.losses import compute_gae, standardize
 from mlsh_jax.networks import ActorCritic, TanhGaussian
 from mlsh_jax.trainer import Trainer, switches
@@ -176,6 +176,17 @@ def test_a_configuration_stored_before_the_recipes_reads_back_with_its_behaviour
     assert config.sub.advantage_normalization == "minibatch" and not config.bootstrap_at_switch
     assert config.shaping == TaskShaping() and not config.desync_episode_starts
     assert MLSHConfig.from_dict(config.to_dict()) == config
+    # shaping stored before the maze's path reward existed: paid toward the goal, as then
+    shaped = dict(MLSHConfig(env="ant_maze", shaping=TaskShaping(alive_bonus=1.0)).to_dict())
+    shaped["shaping"] = {"alive_bonus": 1.0, "end_when_fallen": False}
+    assert MLSHConfig.from_dict(shaped).shaping == TaskShaping(alive_bonus=1.0, reward_direction="goal")
+
+
+def test_the_config_knows_the_maze_reward_directions_the_env_takes():
+    from envs.ant_maze import REWARD_DIRECTIONS
+    assert MAZE_REWARD_DIRECTIONS == REWARD_DIRECTIONS
+    assert TaskShaping(alive_bonus=1.0).env_kwargs() == {"alive_bonus": 1.0}  # twowalk takes no reward_direction
+    assert TaskShaping(reward_direction="path").env_kwargs() == {"reward_direction": "path"}
 
 
 @pytest.mark.parametrize("change, field", [
@@ -186,6 +197,8 @@ def test_a_configuration_stored_before_the_recipes_reads_back_with_its_behaviour
     (dict(sub=PPOConfig(advantage_normalization="task")), "sub.advantage_normalization"),
     (dict(shaping=TaskShaping(alive_bonus=1.0)), "shaping"),                # moving bandits takes none
     (dict(shaping=TaskShaping(alive_bonus=-1.0), env="ant_maze"), "shaping.alive_bonus"),
+    (dict(shaping=TaskShaping(reward_direction="wall"), env="ant_maze"), "shaping.reward_direction"),
+    (dict(shaping=TaskShaping(reward_direction="path"), env="ant_twowalk"), "shaping.reward_direction"),
 ])
 def test_bad_learner_settings_are_refused_naming_the_field(change, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
