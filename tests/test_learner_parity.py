@@ -20,6 +20,8 @@ def run(*args, timeout=900):
     (["--recipe", "fast"], "--recipe: unknown 'fast'"),
     (["--envs-count", "100"], "multiple of 128"),
     (["--seeds", "a"], "--seeds must be comma-separated integers"),
+    (["--envs", "ant_maze", "--reward-direction", "wall"], "--reward-direction: unknown 'wall'"),
+    (["--envs", "ant_twowalk", "--reward-direction", "path"], "--reward-direction path applies to ant_maze only"),
 ])
 def test_bad_input_exits_2_naming_the_option(tmp_path, args, says):
     done = run("--out", str(tmp_path / "out"), *args, timeout=120)
