@@ -159,11 +159,14 @@ class TaskShaping:
       reward_direction: ant_maze only. "goal" (the original): the velocity paid is toward the goal in a
         straight line, which crosses a block in six of the nine layouts; "path": toward the next cell
         on the corridor's shortest path (`envs.ant_maze`).
+      approach_weight: ant_twowalk only. Added to every step's reward: this weight times the speed
+        (m/s) at which the torso approaches the goal (`envs.ant_twowalk`); 0 (the original) by default.
     """
 
     alive_bonus: float = 0.0
     end_when_fallen: bool = False
     reward_direction: str = "goal"
+    approach_weight: float = 0.0
 
     @property
     def is_default(self) -> bool:
@@ -181,11 +184,15 @@ class TaskShaping:
         _require(0 <= self.alive_bonus <= 100, "shaping.alive_bonus", self.alive_bonus, "a number in [0, 100]")
         _require(self.reward_direction in MAZE_REWARD_DIRECTIONS, "shaping.reward_direction", self.reward_direction,
                  f"one of {', '.join(MAZE_REWARD_DIRECTIONS)}")
+        _require(0 <= self.approach_weight <= 100, "shaping.approach_weight", self.approach_weight,
+                 "a number in [0, 100]")
         if env is not None:
             _require(self.is_default or env.startswith("ant_"), "shaping", self,
                      f"the default TaskShaping() for env {env!r} (shaping applies to the ant tasks)")
             _require(self.reward_direction == "goal" or env == "ant_maze", "shaping.reward_direction",
                      self.reward_direction, f"goal for env {env!r} (the path reward is ant_maze's)")
+            _require(self.approach_weight == 0 or env == "ant_twowalk", "shaping.approach_weight",
+                     self.approach_weight, f"0 for env {env!r} (the approach reward is ant_twowalk's)")
 
 
 MAZE_REWARD_DIRECTIONS = ("goal", "path")  # envs.ant_maze.REWARD_DIRECTIONS (the config does not import the envs)

@@ -211,6 +211,20 @@ def test_twowalk_pays_minus_the_root_of_the_distance_to_its_goal_over_3000():
     assert _ant_reward(env, north, (0.0, 5.0), (0.0, 5.0)) == pytest.approx(0.0, abs=1e-7)
 
 
+def test_twowalk_approach_weight_adds_the_speed_toward_the_goal():
+    env = AntTwoWalk(approach_weight=0.5)
+    east = jax.tree.map(lambda x: jnp.asarray(0, x.dtype), env.sample_task(jax.random.PRNGKey(0)))
+    # (2, 0) -> (2.05, 0): 3 m -> 2.95 m from (5, 0) in one 0.05 s step, 1 m/s toward it.
+    assert _ant_reward(env, east, (2.0, 0.0), (2.05, 0.0)) == pytest.approx(-np.sqrt(2.95) / 3000 + 0.5, rel=1e-4)
+    # (5, 3) -> (5, 3.05): 3 m -> 3.05 m, 1 m/s away; sideways at (2, 0) -> (2, 0.05): 3 -> sqrt(9.0025) m.
+    assert _ant_reward(env, east, (5.0, 3.0), (5.0, 3.05)) == pytest.approx(-np.sqrt(3.05) / 3000 - 0.5, rel=1e-4)
+    sideways = np.hypot(3.0, 0.05)
+    assert (_ant_reward(env, east, (2.0, 0.0), (2.0, 0.05))
+            == pytest.approx(-np.sqrt(sideways) / 3000 + 0.5 * (3.0 - sideways) / ANT_STEP_S, abs=1e-5))  # float32
+    with pytest.raises(ValueError, match="approach_weight"):
+        AntTwoWalk(approach_weight=-1.0)
+
+
 def test_obstacle_course_pays_one_within_root_30_of_its_goal_and_nothing_outside():
     env = AntObstacleCourse()
     task = env.sample_task(jax.random.PRNGKey(0))

@@ -199,6 +199,8 @@ def test_the_config_knows_the_maze_reward_directions_the_env_takes():
     (dict(shaping=TaskShaping(alive_bonus=-1.0), env="ant_maze"), "shaping.alive_bonus"),
     (dict(shaping=TaskShaping(reward_direction="wall"), env="ant_maze"), "shaping.reward_direction"),
     (dict(shaping=TaskShaping(reward_direction="path"), env="ant_twowalk"), "shaping.reward_direction"),
+    (dict(shaping=TaskShaping(approach_weight=-0.1), env="ant_twowalk"), "shaping.approach_weight"),
+    (dict(shaping=TaskShaping(approach_weight=0.1), env="ant_maze"), "shaping.approach_weight"),
 ])
 def test_bad_learner_settings_are_refused_naming_the_field(change, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
