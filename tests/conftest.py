@@ -55,9 +55,10 @@ def tiny():
 
 
 # The default tier's files that take minutes, longest first (worker-seconds on the 2-core CPU, default
-# tier). pytest-xdist hands whole files (`--dist loadfile`) to its workers in collection order: started
-# first, they leave the short files to fill the end (in alphabetical order test_watchdog.py started
-# last and ran ~2 minutes alone). A file missing here runs after these, in its alphabetical place.
+# tier). pytest-xdist hands whole files (`--dist loadfile`) to its workers in collection order (with
+# `--no-loadscope-reorder`, in pyproject.toml's addopts; by default it puts the files with the most
+# tests first, whatever they cost): started first, the long files leave the short ones to fill the end.
+# A file missing here runs after these, in its alphabetical place.
 LONGEST_FILES_FIRST = (
     "test_experiment_cli.py",   # ~290 s
     "test_trainer.py",          # ~240 s
