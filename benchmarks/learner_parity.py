@@ -55,22 +55,23 @@ OUR_WINDOW = 20            # env steps per env copy per update of ours (divides 
 
 @dataclasses.dataclass(frozen=True)
 class NotebookSettings:
-    """Brax's PPO notebook settings of one body: `unroll` (brax's unroll length), `epochs` x
-    `minibatches` per update, `entropy` coefficient, `reward_scaling`, and brax's `batch_size` as a
-    fraction of the env copies (`batch_fraction`)."""
+    """Brax's PPO notebook settings of one body: its PPO settings (`ppo`: `PPOConfig.locomotion(body)`,
+    epochs x minibatches per update and the entropy coefficient included), `unroll` (brax's unroll
+    length), `reward_scaling`, and brax's `batch_size` as a fraction of the env copies
+    (`batch_fraction`)."""
 
+    body: str
     unroll: int
-    epochs: int
-    minibatches: int
-    entropy: float
     reward_scaling: float
     batch_fraction: float
 
+    @property
+    def ppo(self) -> PPOConfig:
+        return PPOConfig.locomotion(self.body)
 
-ANT_SETTINGS = NotebookSettings(unroll=5, epochs=4, minibatches=16, entropy=1e-2, reward_scaling=10.0,
-                                batch_fraction=0.25)
-HUMANOID_SETTINGS = NotebookSettings(unroll=10, epochs=8, minibatches=32, entropy=1e-3, reward_scaling=0.1,
-                                     batch_fraction=0.5)
+
+ANT_SETTINGS = NotebookSettings(body="ant", unroll=5, reward_scaling=10.0, batch_fraction=0.25)
+HUMANOID_SETTINGS = NotebookSettings(body="humanoid", unroll=10, reward_scaling=0.1, batch_fraction=0.5)
 SETTINGS = {"brax_ant": ANT_SETTINGS, "ant_maze": ANT_SETTINGS, "ant_twowalk": ANT_SETTINGS,
             "humanoid_walk": HUMANOID_SETTINGS}
 # A slot keeps its task (and its env copies run on, episode after episode) for this many updates,
@@ -138,11 +139,10 @@ def our_config(env: str, recipe: str, seed: int, num_envs: int, steps: int,
     per_update = num_envs * OUR_WINDOW
     notebook = SETTINGS[env]
     if recipe == "locomotion":
-        sub = PPOConfig(learning_rate=3e-4, epochs=notebook.epochs, num_minibatches=notebook.minibatches,
-                        clip_eps=0.3, entropy_coef=notebook.entropy, value_coef=0.5, discount=0.97, gae_lambda=0.95)
+        sub = notebook.ppo
         network, reward_scale = NetworkConfig.locomotion(), notebook.reward_scaling
     else:
-        sub, network = PPOConfig(learning_rate=3e-4, num_minibatches=notebook.minibatches), NetworkConfig()
+        sub, network = PPOConfig(learning_rate=3e-4, num_minibatches=notebook.ppo.num_minibatches), NetworkConfig()
         reward_scale = 1.0
     return MLSHConfig(
         env=env, episode_length=1000, algorithm="shared", num_subpolicies=1, macro_duration=OUR_WINDOW,
@@ -252,12 +252,14 @@ def run_brax(job: Job, folder: pathlib.Path, args) -> dict:
               f"{curve[-1]['metres_per_1000_steps']:.1f} m / 1000 steps, {rate:,.0f} steps/s", flush=True)
 
     notebook = SETTINGS[job.env]
+    settings = notebook.ppo
     ppo.train(
         environment=to_brax(env), num_timesteps=args.steps, num_evals=max(2, args.steps // args.eval_every + 1),
         num_envs=args.envs_count, episode_length=1000, unroll_length=notebook.unroll,
-        batch_size=int(args.envs_count * notebook.batch_fraction), num_minibatches=notebook.minibatches,
-        num_updates_per_batch=notebook.epochs, learning_rate=3e-4, entropy_cost=notebook.entropy,
-        discounting=0.97, gae_lambda=0.95, clipping_epsilon=0.3, reward_scaling=notebook.reward_scaling,
+        batch_size=int(args.envs_count * notebook.batch_fraction), num_minibatches=settings.num_minibatches,
+        num_updates_per_batch=settings.epochs, learning_rate=settings.learning_rate,
+        entropy_cost=settings.entropy_coef, discounting=settings.discount, gae_lambda=settings.gae_lambda,
+        clipping_epsilon=settings.clip_eps, reward_scaling=notebook.reward_scaling,
         normalize_observations=True, num_eval_envs=16, seed=job.seed, policy_params_fn=on_params,
         run_evals=False,
         network_factory=functools.partial(ppo_networks.make_ppo_networks, policy_hidden_layer_sizes=(32,) * 4,

@@ -50,13 +50,13 @@ def paper_settings(env: str, num_subpolicies: int, episode_length: int = 1000, *
     return dataclasses.replace(config, **changes)
 
 
-def with_locomotion_recipe(config: MLSHConfig) -> MLSHConfig:
-    """`config` with sub-policies that learn by brax PPO's locomotion recipe (policy 4x32 / value
-    5x256 swish, tanh-squashed Gaussian, entropy 1e-2, gamma 0.97, lambda 0.95, clip 0.3, 4 epochs x
-    16 minibatches, value weight 0.5; docs/algorithm.md, "Learner recipes"). The masters, the task's
-    reward scale and the env-copy layout stay as they are."""
-    sub = dataclasses.replace(config.sub, epochs=4, num_minibatches=16, clip_eps=0.3, entropy_coef=1e-2,
-                              discount=0.97, gae_lambda=0.95, value_coef=0.5)
+def with_locomotion_recipe(config: MLSHConfig, body: str = "ant") -> MLSHConfig:
+    """`config` with sub-policies that learn by brax PPO's locomotion recipe for `body`
+    (`PPOConfig.locomotion`: gamma 0.97, lambda 0.95, clip 0.3, value weight 0.5; the ant 4 epochs x
+    16 minibatches and entropy 1e-2, the humanoid 8 x 32 and 1e-3) with policy 4x32 / value 5x256
+    swish networks and a tanh-squashed Gaussian (docs/algorithm.md, "Learner recipes"). The
+    masters, the task's reward scale and the env-copy layout stay as they are."""
+    sub = dataclasses.replace(PPOConfig.locomotion(body), learning_rate=config.sub.learning_rate)
     return dataclasses.replace(config, sub=sub, sub_network=NetworkConfig.locomotion())
 
 
@@ -93,16 +93,16 @@ def auto_settings(env: str, num_subpolicies: int, cpu_updates: int, **changes) -
 
 
 def presets(env: str, num_subpolicies: int, cpu_updates: int, master_learning_rate: float | None = None,
-            **task) -> dict:
+            body: str = "ant", **task) -> dict:
     """The presets of a Brax walk experiment: `auto` (sized to the devices present), `cpu` (16 slots,
-    `cpu_updates` updates), `locomotion` (`cpu` with the locomotion recipe), `paper` (10 slots) and
+    `cpu_updates` updates), `locomotion` (`cpu` with the locomotion recipe of `body`), `paper` (10 slots) and
     `smoke`; `task` holds the experiment's own settings, `master_learning_rate` (when given) replaces
     the paper's 0.01 in every preset."""
     cpu = lambda: paper_settings(env, num_subpolicies, num_slots=16, num_updates=cpu_updates, **task)
     builders = {
         "auto": lambda: auto_settings(env, num_subpolicies, cpu_updates=cpu_updates, **task),
         "cpu": cpu,
-        "locomotion": lambda: with_locomotion_recipe(cpu()),
+        "locomotion": lambda: with_locomotion_recipe(cpu(), body),
         "paper": lambda: paper_settings(env, num_subpolicies, **task),
         "smoke": lambda: smoke_settings(env, num_subpolicies, **task),
     }

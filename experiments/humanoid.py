@@ -28,7 +28,7 @@ K = 2
 # Walking pays ~5 per step: rewards are scaled by 0.1 in the PPO targets (as Brax's humanoid PPO does).
 TASK = dict(reward_scale=0.1)
 PRESET_NOTES = brax_family.PRESET_NOTES
-PRESETS = brax_family.presets("humanoid_walkcrawl", K, cpu_updates=240, **TASK)
+PRESETS = brax_family.presets("humanoid_walkcrawl", K, cpu_updates=240, body="humanoid", **TASK)
 
 
 def subpolicy_postures(trainer, state, key, episodes: int = 8) -> dict:

@@ -71,6 +71,25 @@ def test_the_locomotion_recipe_builds_brax_sized_networks():
     assert isinstance(trainer.sub_model.distribution, TanhGaussian) and "log_std" not in params
 
 
+def test_the_locomotion_ppo_settings_are_brax_notebooks_per_body_and_the_humanoid_preset_uses_its_own():
+    from experiments import ant_maze, ant_twowalk, humanoid
+
+    # Brax's training notebook: ant 4 updates per batch, entropy 1e-2 (32 minibatches of 4096 envs,
+    # 16 here); humanoid 8 updates per batch, 32 minibatches, entropy 1e-3; both gamma 0.97,
+    # lambda 0.95, clip 0.3, Adam 3e-4.
+    expected = {"ant": (4, 16, 1e-2), "humanoid": (8, 32, 1e-3)}
+    for body, (epochs, minibatches, entropy) in expected.items():
+        ppo = PPOConfig.locomotion(body)
+        assert (ppo.epochs, ppo.num_minibatches, ppo.entropy_coef) == (epochs, minibatches, entropy)
+        assert (ppo.discount, ppo.gae_lambda, ppo.clip_eps, ppo.value_coef, ppo.learning_rate) == (
+            0.97, 0.95, 0.3, 0.5, 3e-4)
+    for module, body in ((ant_maze, "ant"), (ant_twowalk, "ant"), (humanoid, "humanoid")):
+        sub = module.PRESETS["locomotion"]().sub
+        assert (sub.epochs, sub.num_minibatches, sub.entropy_coef) == expected[body], module.__name__
+    with pytest.raises(ConfigError, match="locomotion body must be one of"):
+        PPOConfig.locomotion("snake")
+
+
 def test_a_value_that_sees_the_whole_observation_leaves_the_policy_its_view():
     model = ActorCritic(TanhGaussian(2), hidden_sizes=(8,), policy_input_size=3)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((5,)))
