@@ -55,8 +55,11 @@ def with_locomotion_recipe(config: MLSHConfig, body: str = "ant") -> MLSHConfig:
     (`PPOConfig.locomotion`: gamma 0.97, lambda 0.95, clip 0.3, value weight 0.5; the ant 4 epochs x
     16 minibatches and entropy 1e-2, the humanoid 8 x 32 and 1e-3) with policy 4x32 / value 5x256
     swish networks and a tanh-squashed Gaussian (docs/algorithm.md, "Learner recipes"). The
-    masters, the task's reward scale and the env-copy layout stay as they are."""
-    sub = dataclasses.replace(PPOConfig.locomotion(body), learning_rate=config.sub.learning_rate)
+    masters, the task's reward scale, the env-copy layout and the sub-policies' other PPO fields
+    (learning rate, value and gradient clips, advantage normalisation) stay as they are."""
+    recipe = PPOConfig.locomotion(body)
+    sub = dataclasses.replace(config.sub, **{name: getattr(recipe, name) for name in (
+        "epochs", "num_minibatches", "clip_eps", "entropy_coef", "value_coef", "discount", "gae_lambda")})
     return dataclasses.replace(config, sub=sub, sub_network=NetworkConfig.locomotion())
 
 
