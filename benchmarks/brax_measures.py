@@ -5,7 +5,8 @@ At B task slots (10 env copies each, the paper's D = 2000 steps per slot per upd
 - `brax_ant`, `brax_humanoid`: Brax's own env (`brax.envs`, spring backend as ours), B x 10 copies,
   uniform random actions;
 - `ant_twowalk`, `ant_maze`, `ant_obstacles`, `humanoid_walkcrawl`, `humanoid_course`: our task
-  envs, same copies and backend;
+  envs, same copies and backend; `humanoid_walkcrawl_mjx_contacts`: walk / crawl with Brax's own
+  contacts (MJX's colliders) in place of the closed-form ones;
 - `mlsh_ant_maze`, `mlsh_humanoid_walkcrawl`: one MLSH update on that env (B x 2000 env steps);
 - `brax_ppo_ant_maze`: `brax.training.agents.ppo` training a flat policy on ant_maze with the same
   envs (B x 10), unroll 200, 10 epochs and 16 minibatches (brax needs an even split; MLSH uses 15),
@@ -20,10 +21,13 @@ ENV_STEPS_PER_CALL = 100
 ENVS_PER_SLOT = 10
 FAMILIES = {
     "ant": ("brax_ant", "ant_twowalk", "ant_maze", "ant_obstacles", "mlsh_ant_maze", "brax_ppo_ant_maze"),
-    "humanoid": ("brax_humanoid", "humanoid_walkcrawl", "humanoid_course", "mlsh_humanoid_walkcrawl"),
+    "humanoid": ("brax_humanoid", "humanoid_walkcrawl", "humanoid_walkcrawl_mjx_contacts", "humanoid_course",
+                 "mlsh_humanoid_walkcrawl"),
 }
 KINDS = FAMILIES["ant"] + FAMILIES["humanoid"]
 TASK_ENVS = ("ant_twowalk", "ant_maze", "ant_obstacles", "humanoid_walkcrawl", "humanoid_course")
+# Variants of a task env measured under their own name: (env name, its keyword arguments).
+ENV_VARIANTS = {"humanoid_walkcrawl_mjx_contacts": ("humanoid_walkcrawl", {"contacts": "mjx"})}
 # (experiment module, its settings function's arguments) of each MLSH measurement.
 MLSH_ENVS = {"mlsh_ant_maze": ("ant_maze", 3), "mlsh_humanoid_walkcrawl": ("humanoid_walkcrawl", 2)}
 
@@ -75,11 +79,13 @@ def measure_brax_env(name: str, num_slots: int, repeats: int) -> dict:
 
 
 def measure_task_env(name: str, num_slots: int, repeats: int) -> dict:
-    """Our env `name`: B tasks x 10 copies each (vmapped over tasks and copies)."""
+    """Our env `name` (or a variant of ENV_VARIANTS): B tasks x 10 copies each (vmapped over tasks and
+    copies)."""
     import jax
     from envs import make_env
     num_envs = num_slots * ENVS_PER_SLOT
-    env = make_env(name)
+    env_name, kwargs = ENV_VARIANTS.get(name, (name, {}))
+    env = make_env(env_name, **kwargs)
     keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
     tasks = jax.vmap(env.sample_task)(jax.random.split(jax.random.PRNGKey(2), num_slots))
     tasks = jax.tree.map(lambda x: x.repeat(ENVS_PER_SLOT, axis=0), tasks)
@@ -172,7 +178,7 @@ def measure_brax_ppo(num_slots: int, repeats: int) -> dict:
 def measure(kind: str, num_slots: int, repeats: int) -> dict:
     if kind.startswith("brax_") and kind != "brax_ppo_ant_maze":
         return measure_brax_env(kind.removeprefix("brax_"), num_slots, repeats)
-    if kind in TASK_ENVS:
+    if kind in TASK_ENVS or kind in ENV_VARIANTS:
         return measure_task_env(kind, num_slots, repeats)
     if kind in MLSH_ENVS:
         return measure_mlsh(kind, num_slots, repeats)

@@ -152,6 +152,8 @@ def _ratios(rate: dict) -> dict:
              ("ant_twowalk", "brax_ant"), ("ant_maze", "brax_ant"), ("ant_obstacles", "brax_ant"),
              ("mlsh_ant_maze", "ant_maze"), ("mlsh_ant_maze", "brax_ppo_ant_maze"),
              ("humanoid_walkcrawl", "brax_humanoid"), ("humanoid_course", "brax_humanoid"),
+             ("humanoid_walkcrawl_mjx_contacts", "brax_humanoid"),
+             ("humanoid_walkcrawl", "humanoid_walkcrawl_mjx_contacts"),
              ("mlsh_humanoid_walkcrawl", "humanoid_walkcrawl")]
     return {f"{a}_over_{b}": rate[a] / rate[b] for a, b in pairs if rate.get(a) and rate.get(b)}
 

@@ -19,6 +19,7 @@ from brax.io import mjcf
 from flax import struct
 
 from envs.base import TaskEnv
+from envs.closed_form_contacts import contacts_from
 
 BACKENDS = ("spring", "generalized", "positional")
 PARKED_Z = -10.0  # a geom moved here (under the floor) touches nothing
@@ -95,6 +96,7 @@ class BraxTaskEnv(TaskEnv):
     """
 
     continuous_actions = True
+    contacts = None   # a `brax.contact.get` replacement for the physics step (closed_form_contacts); None: Brax's
     start_xy: tuple[float, float] = (0.0, 0.0)
     reset_noise = 0.1
 
@@ -166,7 +168,8 @@ class BraxTaskEnv(TaskEnv):
         def frame(state, _):
             return self.pipeline.step(sys, state, controls), None
 
-        return jax.lax.scan(frame, pipeline_state, (), self.n_frames)[0]
+        with contacts_from(self.contacts):
+            return jax.lax.scan(frame, pipeline_state, (), self.n_frames)[0]
 
     def _transition(self, task, inner, action, key):
         sys = self.task_system(task, inner.extra)

@@ -41,6 +41,7 @@ from etils import epath
 from flax import struct
 
 from envs.brax_body import BraxTaskEnv, geom_names, load_system, parked_geom_positions
+from envs.closed_form_contacts import ClosedFormContacts
 
 HUMANOID_XML = epath.resource_path("brax") / "envs/assets/humanoid.xml"
 NUM_LINKS, Q_SIZE, QD_SIZE = 11, 24, 23
@@ -58,6 +59,7 @@ CRAWL_VELOCITY_WEIGHT = 7.5
 ALIVE_BONUS = 5.0
 CONTROL_COST = 0.1
 CONTROL_LIMIT = 0.4           # the model's actuator control range is [-0.4, 0.4]
+CONTACT_METHODS = ("closed_form", "mjx")
 WALK, CRAWL = 1, 0            # task indices as in the original (realgoal 1 = no obstacle = walk)
 # (geom name, contype): which body parts touch the floor (bit 1) and the ceiling (bit 2).
 BODY_CONTACTS = (("right_foot", 1), ("left_foot", 1), ("right_hand", 1), ("left_hand", 1),
@@ -105,8 +107,13 @@ class HumanoidTaskEnv(BraxTaskEnv):
            "(246 numbers)",
     }
 
-    def __init__(self, episode_length: int, ceiling_x: tuple[float, float], backend: str = "spring"):
+    def __init__(self, episode_length: int, ceiling_x: tuple[float, float], backend: str = "spring",
+                 contacts: str = "closed_form"):
+        if contacts not in CONTACT_METHODS:
+            raise ValueError(f"unknown contact method {contacts!r}; use one of {', '.join(CONTACT_METHODS)}")
         super().__init__(episode_length, *humanoid_system(ceiling_x, backend), backend=backend)
+        self.contact_method = contacts
+        self.contacts = ClosedFormContacts(self.sys) if contacts == "closed_form" else None
         if (self.sys.num_links(), self.sys.q_size(), self.sys.qd_size()) != (NUM_LINKS, Q_SIZE, QD_SIZE):
             raise RuntimeError(f"unexpected humanoid model in {HUMANOID_XML}: {self.sys.num_links()} links, "
                                f"q {self.sys.q_size()}, qd {self.sys.qd_size()}")
@@ -196,8 +203,8 @@ class HumanoidWalkCrawl(HumanoidTaskEnv):
     name = "humanoid_walkcrawl"
     task_kinds = ("crawl", "walk")  # indexed by CRAWL (0) and WALK (1)
 
-    def __init__(self, episode_length: int = 1000, backend: str = "spring"):
-        super().__init__(episode_length, CRAWL_CEILING_X, backend)
+    def __init__(self, episode_length: int = 1000, backend: str = "spring", contacts: str = "closed_form"):
+        super().__init__(episode_length, CRAWL_CEILING_X, backend, contacts)
 
     def sample_task(self, key):
         return WalkCrawlTask(objective=jax.random.randint(key, (), 0, 2, jnp.int32))
@@ -253,8 +260,8 @@ class HumanoidCourse(HumanoidTaskEnv):
 
     name = "humanoid_course"
 
-    def __init__(self, episode_length: int = 3000, backend: str = "spring"):
-        super().__init__(episode_length, COURSE_CEILING_X, backend)
+    def __init__(self, episode_length: int = 3000, backend: str = "spring", contacts: str = "closed_form"):
+        super().__init__(episode_length, COURSE_CEILING_X, backend, contacts)
 
     def sample_task(self, key):
         return CourseTask(index=jnp.zeros((), jnp.int32))
