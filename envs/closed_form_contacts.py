@@ -3,25 +3,25 @@ capsules against the world's planes and axis-aligned boxes (the humanoid's floor
 
 Brax's `brax.contact.get` hands every geom pair to MuJoCo MJX's general colliders. For a sphere or
 capsule against a box, MJX runs its convex-polytope routine (separating axes over the box's faces
-and edges), about four times the cost of a plane pair; on the humanoid with a ceiling it is a
-quarter of the physics time. Against a box that does not rotate (a geom of the world body with the
-identity orientation), the same contact has a closed form: clamp the point into the box.
+and edges), several times the cost of a plane pair. Against a box that does not rotate (a geom of the
+world body with the identity orientation), the same contact has a closed form: clamp the point
+into the box. And Brax's spring pipeline resolves contacts at a cost per contact, then *averages*
+the impulses of the contacts that act on each link, so the contacts of one link against one world
+geom can be merged into one without changing what the pipeline does with them.
 
 `ClosedFormContacts(sys)` reads the pairs from the model (contype / conaffinity, as MuJoCo pairs
-them) and makes one contact per pair. Each body geom is a segment (a sphere's has length 0) with two
-ends; per end:
-- against a plane: MJX's `plane_sphere` at that end (MJX's `plane_capsule` is these two contacts);
+them), groups them by (world geom, link) and makes one contact per group. Its candidates are the
+points MJX would make contacts at: a sphere's centre, each end of a capsule's segment:
+- against a plane: MJX's `plane_sphere` at the point (MJX's `plane_capsule` is the two ends);
 - against a box: the point of that half of the segment nearest the box (alternating projections
   between the half-segment and the box, which converge for two convex sets), and the exact
   sphere-box contact there, with MJX's conventions (distance between the surfaces, negative when
   they overlap; the contact point midway between them). A box edge pressing into the side of a
   capsule is found where the ends alone would miss it.
-The pair's contact is the deeper end's, its position and normal blended towards the middle when
-both ends are equally deep (`_deeper_end`). Brax's spring pipeline averages the impulses of a link's
-contacts, so one contact at the middle of a capsule lying flat acts as MJX's two at its ends; on
-the humanoid this is 10 contacts instead of 14, and the contact resolution costs per contact.
-The box's position is read from `sys.geom_pos` on every call, so a box parked elsewhere by a task
-(a per-env system) moves its contacts with it.
+The group's contact is the mean of its penetrating candidates (distance, point and normal), as
+Brax's averaging of their impulses would act (the same up to the inertia term of each impulse's
+denominator); with none penetrating, the nearest candidate. On the humanoid this is 8 contacts
+(head and torso1 share a link) instead of MJX's 14.
 
 `contacts_from(fn)` makes Brax's pipelines take contacts from `fn(sys, x)` instead of
 `brax.contact.get` while a step is traced (the spring pipeline looks the function up at call time).
@@ -36,11 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from brax import base
+from flax import struct
 from mujoco.mjx._src import math as mjx_math
 
 PLANE, SPHERE, CAPSULE, BOX = 0, 2, 3, 6
 PROJECTION_ITERATIONS = 4   # alternating projections per capsule half (the error shrinks each time)
-END_BLEND = 0.001           # m: how much deeper one end of a capsule must be to take its contact alone
 
 
 def _can_touch(sys, g1: int, g2: int) -> bool:
@@ -48,6 +48,35 @@ def _can_touch(sys, g1: int, g2: int) -> bool:
     if sys.geom_bodyid[g1] == sys.geom_bodyid[g2]:
         return False
     return bool((sys.geom_contype[g1] & sys.geom_conaffinity[g2]) | (sys.geom_contype[g2] & sys.geom_conaffinity[g1]))
+
+
+@struct.dataclass
+class ContactGroups:
+    """The (world geom, link) groups of one kind of world geom, G groups of up to C candidates each,
+    all in numpy (the model's constants): `world` [G], `link` [G], `first_geom` [G] (the group's first
+    body geom, reported as the contact's geom2), and per candidate `geom` [G, C], its point and its
+    segment's middle in the link's frame `point_local`, `middle_local` [G, C, 3], `radius` [G, C] and
+    `valid` [G, C] (False for padding)."""
+
+    world: np.ndarray
+    link: np.ndarray
+    first_geom: np.ndarray
+    geom: np.ndarray
+    point_local: np.ndarray
+    middle_local: np.ndarray
+    radius: np.ndarray
+    valid: np.ndarray
+
+
+@struct.dataclass
+class Candidates:
+    """Candidate contacts of G groups x C: `dist` [G, C] (large where not valid), `pos`, `normal`
+    [G, C, 3] (normal from the world geom into the body), `valid` [G, C]."""
+
+    dist: jax.Array
+    pos: jax.Array
+    normal: jax.Array
+    valid: np.ndarray
 
 
 class ClosedFormContacts:
@@ -60,102 +89,114 @@ class ClosedFormContacts:
 
     def __init__(self, sys):
         types, bodies = np.asarray(sys.geom_type), np.asarray(sys.geom_bodyid)
-        world = [g for g in range(len(types)) if bodies[g] == 0]
-        moving = [g for g in range(len(types)) if bodies[g] != 0]
-        plane_pairs, box_pairs = [], []
-        for w in world:
-            for g in moving:
+        groups = {PLANE: {}, BOX: {}}
+        for w in (g for g in range(len(types)) if bodies[g] == 0):
+            for g in (g for g in range(len(types)) if bodies[g] != 0):
                 if not _can_touch(sys, w, g):
                     continue
                 if types[g] not in (SPHERE, CAPSULE):
                     raise ValueError(f"geom {g} of type {types[g]} touches the world; closed-form contacts "
                                      "take spheres and capsules only")
-                if types[w] == PLANE:
-                    plane_pairs.append((w, g))
-                elif types[w] == BOX and np.allclose(np.asarray(sys.geom_quat[w]), [1, 0, 0, 0]):
-                    box_pairs.append((w, g))
-                else:
+                aligned = types[w] == BOX and np.allclose(np.asarray(sys.geom_quat[w]), [1, 0, 0, 0])
+                if types[w] != PLANE and not aligned:
                     raise ValueError(f"world geom {w} of type {types[w]} is not a plane or an axis-aligned box; "
                                      "closed-form contacts cannot handle it")
-        if not plane_pairs and not box_pairs:
+                groups[types[w]].setdefault((w, int(bodies[g]) - 1), []).append(g)
+        if not groups[PLANE] and not groups[BOX]:
             raise ValueError("the system has no contact pairs")
-        self.plane_pairs = np.asarray(plane_pairs, np.int32).reshape(-1, 2)
-        self.box_pairs = np.asarray(box_pairs, np.int32).reshape(-1, 2)
-        self.geom_link = bodies.astype(np.int32) - 1      # link of each geom (-1: the world)
-        self.num_contacts = len(plane_pairs) + len(box_pairs)
-        self.plane_ends, self.plane_radius = _segment_ends_in_link_frame(sys, self.plane_pairs[:, 1])
-        self.box_ends, self.box_radius = _segment_ends_in_link_frame(sys, self.box_pairs[:, 1])
+        self.planes = _contact_groups(sys, groups[PLANE])
+        self.boxes = _contact_groups(sys, groups[BOX])
+        self.num_contacts = len(groups[PLANE]) + len(groups[BOX])
+
+    def candidates(self, sys, x: base.Transform) -> tuple[Candidates, Candidates]:
+        """The candidate contacts (plane groups, box groups) of the body at link transforms `x`."""
+        return self._plane_candidates(sys, x), self._box_candidates(sys, x)
 
     def __call__(self, sys, x: base.Transform) -> base.Contact:
-        """Contacts [num_contacts] (one per pair: plane pairs, then box pairs) of the body at link
+        """Contacts [num_contacts] (one per group: plane groups, then box groups) of the body at link
         transforms `x` [num_links] (world frame)."""
-        parts = []
-        if len(self.plane_pairs):
-            ends = self._world_ends(x, self.plane_pairs, self.plane_ends)
-            parts.append(self._plane_contacts(sys, ends, self.plane_radius))
-        if len(self.box_pairs):
-            ends = self._world_ends(x, self.box_pairs, self.box_ends)
-            parts.append(self._box_contacts(sys, ends, self.box_radius))
-        dist, pos, normal = (jnp.concatenate(field) for field in zip(*parts))
-        pairs = np.concatenate([self.plane_pairs, self.box_pairs])
-        return _brax_contact(sys, dist, pos, normal, pairs, self.geom_link)
+        merged = [_merge(c) for c in self.candidates(sys, x)]
+        dist, pos, normal = (jnp.concatenate(field) for field in zip(*merged))
+        return _brax_contact(sys, dist, pos, normal, self.planes, self.boxes)
 
-    def _world_ends(self, x: base.Transform, pairs: np.ndarray, local_ends: np.ndarray):
-        """The segment ends [n, 2, 3] of the pairs' body geoms in the world frame."""
-        link = self.geom_link[pairs[:, 1]]
-        rotate = jax.vmap(jax.vmap(mjx_math.rotate, in_axes=(0, None)))
-        return x.pos[link][:, None, :] + rotate(jnp.asarray(local_ends), x.rot[link])
+    def _plane_candidates(self, sys, x) -> Candidates:
+        """Each candidate point against its plane (MJX's plane_sphere)."""
+        groups = self.planes
+        points = _to_world(x, groups.link, groups.point_local)
+        normal = jax.vmap(lambda q: mjx_math.quat_to_mat(q)[:, 2])(sys.geom_quat[groups.world])[:, None, :]
+        dist = jnp.sum((points - sys.geom_pos[groups.world][:, None, :]) * normal, axis=-1) - groups.radius
+        normal = jnp.broadcast_to(normal, points.shape)
+        return Candidates(dist=dist, pos=_midway(points, normal, groups.radius, dist), normal=normal,
+                          valid=groups.valid)
 
-    def _plane_contacts(self, sys, ends, radius):
-        """Each body geom's segment ends [n, 2, 3] (radius [n]) against its plane, then the deeper."""
-        radius = jnp.asarray(radius)
-        plane = self.plane_pairs[:, 0]
-        normal = jax.vmap(lambda q: mjx_math.quat_to_mat(q)[:, 2])(sys.geom_quat[plane])[:, None, :]
-        dist = jnp.sum((ends - sys.geom_pos[plane][:, None, :]) * normal, axis=-1) - radius[:, None]
-        return _deeper_end(dist, ends, jnp.broadcast_to(normal, ends.shape), radius)
-
-    def _box_contacts(self, sys, ends, radius):
-        """Each body geom's segment halves (ends [n, 2, 3] to the middle [n, 3]) against its box: the
-        point of each half nearest the box, then the deeper."""
-        box = self.box_pairs[:, 0]
-        middle = jnp.mean(ends, axis=1)
-        box_centre, half_extent = sys.geom_pos[box], sys.geom_size[box]
-        nearest = jax.vmap(jax.vmap(_nearest_on_segment_to_box, in_axes=(0, None, None, None)))
-        points = nearest(ends, middle, box_centre, half_extent)
-        radius = jnp.asarray(radius)
-        dist, normal = jax.vmap(jax.vmap(_sphere_box, in_axes=(0, None, None, None)))(
-            points, radius, box_centre, half_extent)
-        return _deeper_end(dist, points, normal, radius)
+    def _box_candidates(self, sys, x) -> Candidates:
+        """Each candidate's half-segment (from its point to its segment's middle) against the box: the
+        nearest point of the half, and the sphere-box contact there."""
+        groups = self.boxes
+        ends = _to_world(x, groups.link, groups.point_local)
+        middles = _to_world(x, groups.link, groups.middle_local)
+        centre, half = sys.geom_pos[groups.world][:, None, :], sys.geom_size[groups.world][:, None, :]
+        centre, half = jnp.broadcast_to(centre, ends.shape), jnp.broadcast_to(half, ends.shape)
+        per_candidate = jax.vmap(jax.vmap(_nearest_on_segment_to_box))
+        points = per_candidate(ends, middles, centre, half)
+        dist, normal = jax.vmap(jax.vmap(_sphere_box))(points, jnp.asarray(groups.radius), centre, half)
+        return Candidates(dist=dist, pos=_midway(points, normal, groups.radius, dist), normal=normal,
+                          valid=groups.valid)
 
 
-def _deeper_end(dist, points, normal, radius):
-    """One contact per pair from the candidates of its two segment ends (dist [n, 2], points and
-    normals [n, 2, 3]): the deeper one's distance, at a position and normal weighted towards it
-    (`END_BLEND` m: two ends equally deep, a capsule lying flat, give its middle). Brax's spring
-    pipeline averages a link's contact impulses, so one contact at the middle of a flat capsule acts
-    as MJX's two at its ends do. Returns (dist [n], pos [n, 3], normal [n, 3])."""
-    weight = jax.nn.softmax(-dist / END_BLEND, axis=-1)[..., None]
-    point = jnp.sum(weight * points, axis=1)
-    normal = jnp.sum(weight * normal, axis=1)
+def _contact_groups(sys, groups: dict) -> ContactGroups:
+    """`ContactGroups` of {(world geom, link): [body geoms]}: one candidate per sphere, one per end of
+    each capsule, padded to the largest group."""
+    rows = []
+    for (world, link), geoms in groups.items():
+        candidates = []
+        for g in geoms:
+            centre = np.asarray(sys.geom_pos[g], np.float64)
+            if int(sys.geom_type[g]) == CAPSULE:
+                w, *u = np.asarray(sys.geom_quat[g], np.float64)
+                u, z = np.asarray(u), np.array([0.0, 0.0, 1.0])
+                axis = z + 2 * np.cross(u, np.cross(u, z) + w * z)        # the local z axis, rotated
+                offset = float(sys.geom_size[g][1]) * axis
+                points = [centre + offset, centre - offset]
+            else:
+                points = [centre]
+            candidates += [(g, point, centre, float(sys.geom_size[g][0])) for point in points]
+        rows.append((world, link, geoms[0], candidates))
+    width = max((len(c) for *_, c in rows), default=1)
+
+    def column(pick, pad):
+        return np.asarray([[pick(c) for c in cands] + [pad] * (width - len(cands)) for *_, cands in rows]
+                          ).reshape(len(rows), width, *np.shape(pad))
+
+    return ContactGroups(
+        world=np.asarray([r[0] for r in rows], np.int32), link=np.asarray([r[1] for r in rows], np.int32),
+        first_geom=np.asarray([r[2] for r in rows], np.int32),
+        geom=column(lambda c: c[0], -1).astype(np.int32),
+        point_local=column(lambda c: c[1], np.zeros(3)).astype(np.float32),
+        middle_local=column(lambda c: c[2], np.zeros(3)).astype(np.float32),
+        radius=column(lambda c: c[3], 0.0).astype(np.float32),
+        valid=column(lambda c: True, False).astype(bool))
+
+
+def _to_world(x: base.Transform, link: np.ndarray, local: np.ndarray) -> jax.Array:
+    """Points [G, C, 3] given in the frames of the links `link` [G] in the world frame."""
+    rotate = jax.vmap(jax.vmap(mjx_math.rotate, in_axes=(0, None)))
+    return x.pos[link][:, None, :] + rotate(jnp.asarray(local), x.rot[link])
+
+
+def _merge(candidates: Candidates):
+    """One contact per group from its candidates, as Brax's spring pipeline would average their
+    impulses: the mean distance, position and normal of the penetrating ones (the nearest valid one
+    when none penetrates). Returns (dist [G], pos [G, 3], normal [G, 3])."""
+    dist = jnp.where(candidates.valid, candidates.dist, jnp.inf)
+    penetrating = dist < 0
+    nearest = jax.nn.one_hot(jnp.argmin(dist, axis=-1), dist.shape[-1], dtype=bool)
+    weight = jnp.where(jnp.any(penetrating, axis=-1, keepdims=True), penetrating, nearest).astype(jnp.float32)
+    weight = weight / jnp.sum(weight, axis=-1, keepdims=True)
+    normal = jnp.sum(weight[..., None] * candidates.normal, axis=1)
     normal = normal / jnp.maximum(jnp.linalg.norm(normal, axis=-1, keepdims=True), 1e-9)
-    dist = jnp.min(dist, axis=-1)
-    return dist, _midway(point, normal, radius, dist), normal
-
-
-def _segment_ends_in_link_frame(sys, geoms: np.ndarray):
-    """The two ends [n, 2, 3] of each geom's segment in its link's frame (a capsule's along its local z
-    axis, a sphere's both at its centre) and the radii [n], from the model's constants."""
-    ends, radii = [], []
-    for g in geoms:
-        centre = np.asarray(sys.geom_pos[g], np.float64)
-        w, *u = np.asarray(sys.geom_quat[g], np.float64)
-        u = np.asarray(u)
-        z = np.array([0.0, 0.0, 1.0])
-        axis = z + 2 * np.cross(u, np.cross(u, z) + w * z)            # the local z axis, rotated
-        half = float(sys.geom_size[g][1]) if int(sys.geom_type[g]) == CAPSULE else 0.0
-        ends.append([centre + half * axis, centre - half * axis])
-        radii.append(float(sys.geom_size[g][0]))
-    return np.asarray(ends, np.float32).reshape(-1, 2, 3), np.asarray(radii, np.float32)
+    mean_dist = jnp.sum(weight * jnp.where(candidates.valid, candidates.dist, 0.0), axis=-1)
+    return mean_dist, jnp.sum(weight[..., None] * candidates.pos, axis=1), normal
 
 
 def _nearest_on_segment_to_box(end, middle, box_centre, half_extent):
@@ -190,13 +231,16 @@ def _sphere_box(point, radius, box_centre, half_extent):
 
 def _midway(points, normal, radius, dist):
     """MJX's contact point: midway between the sphere's surface and the other surface."""
-    return points - normal * (radius + 0.5 * dist)[:, None]
+    return points - normal * (radius + 0.5 * dist)[..., None]
 
 
-def _brax_contact(sys, dist, pos, normal, pairs: np.ndarray, link: np.ndarray) -> base.Contact:
-    """A brax `Contact` with the fields the pipelines read (others zero, as MJX fills them)."""
+def _brax_contact(sys, dist, pos, normal, *groups: ContactGroups) -> base.Contact:
+    """A brax `Contact` with the fields the pipelines read (others zero, as MJX fills them); geom2 is
+    each group's first body geom."""
     n = dist.shape[0]
-    geom1, geom2 = pairs[:, 0], pairs[:, 1]
+    geom1 = np.concatenate([g.world for g in groups])
+    geom2 = np.concatenate([g.first_geom for g in groups])
+    link = np.concatenate([g.link for g in groups])
     friction = jnp.maximum(sys.geom_friction[geom1], sys.geom_friction[geom2])
     friction = jnp.concatenate([friction[:, :1], friction[:, :1], friction[:, 1:2], friction[:, 2:], friction[:, 2:]],
                                axis=1)
@@ -204,9 +248,9 @@ def _brax_contact(sys, dist, pos, normal, pairs: np.ndarray, link: np.ndarray) -
         dist=dist, pos=pos, frame=jax.vmap(mjx_math.make_frame)(normal),
         includemargin=jnp.zeros(n), friction=friction,
         solref=jnp.zeros((n, 2)), solreffriction=jnp.zeros((n, 2)), solimp=jnp.zeros((n, 5)),
-        dim=np.full(n, 3), geom1=geom1, geom2=geom2, geom=pairs, efc_address=np.full(n, -1),
-        elasticity=0.5 * (sys.elasticity[geom1] + sys.elasticity[geom2]),
-        link_idx=(link[geom1], link[geom2]))
+        dim=np.full(n, 3), geom1=geom1, geom2=geom2, geom=np.stack([geom1, geom2], axis=-1),
+        efc_address=np.full(n, -1), elasticity=0.5 * (sys.elasticity[geom1] + sys.elasticity[geom2]),
+        link_idx=(np.full(n, -1, np.int32), link))
 
 
 @contextlib.contextmanager

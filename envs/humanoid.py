@@ -10,7 +10,9 @@ Collisions (contype & conaffinity): in Brax's model only the feet touch the floo
 rest of the body to rest on it and the ceiling has to stop the upper body. Floor 0/1, feet and hands
 1/0, butt 1/0 (floor), head, torso and butt also 2 (ceiling), ceiling 0/2. Limbs, shins and arms
 touch nothing but through their end spheres. The choice and its cost are in docs/results_humanoid.md ("The tasks
-as built").
+as built"). The contacts are computed in closed form (`envs/closed_form_contacts.py`: one per link and world
+geom, 8, each the mean of the link's penetrating contact points as Brax's spring pipeline averages
+them); `contacts="mjx"` takes Brax's own (MuJoCo MJX's colliders, 14).
 
 Observation (246), Brax's humanoid's: q[2:] (22: torso height, orientation, 17 joint angles), qd
 (23), the links' inertia about the centre of mass (11 links x (3x3 inertia, mass) = 110), their

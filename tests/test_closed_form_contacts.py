@@ -61,27 +61,37 @@ def _contact_distances(contact, g1, g2):
     return dist[keep]
 
 
-def test_every_pair_is_found_once(humanoid):
+def _candidate_distances(groups, candidates, world, geom):
+    """The closed-form candidates' distances of body geom `geom` against world geom `world`."""
+    keep = (groups.world[:, None] == world) & (groups.geom == geom) & groups.valid
+    return np.asarray(candidates.dist)[keep]
+
+
+def test_contacts_are_one_per_link_and_world_geom(humanoid):
     contacts = ClosedFormContacts(humanoid.sys)
     names = geom_names(humanoid.sys)
     floor, ceiling = names.index("floor"), names.index("ceiling")
-    touching = [names.index(n) for n in ("torso1", "head", "butt", "right_foot", "left_foot", "right_hand",
-                                          "left_hand")]
-    assert sorted(contacts.plane_pairs.tolist()) == sorted([floor, g] for g in touching)
-    assert sorted(contacts.box_pairs.tolist()) == sorted([ceiling, names.index(n)] for n in ("torso1", "head", "butt"))
+
+    def geoms(groups):
+        return sorted(sorted(names[g] for g in row[valid]) for row, valid in zip(groups.geom, groups.valid))
+
+    # head and torso1 are both on the torso link; a capsule has two candidates (its ends)
+    assert (contacts.planes.world == floor).all() and (contacts.boxes.world == ceiling).all()
+    assert geoms(contacts.planes) == sorted([["butt", "butt"], ["head", "torso1", "torso1"], ["left_foot"],
+                                             ["left_hand"], ["right_foot"], ["right_hand"]])
+    assert geoms(contacts.boxes) == sorted([["butt", "butt"], ["head", "torso1", "torso1"]])
     x = _random_poses(humanoid, jax.random.PRNGKey(0), 1, -3.0, jnp.array([1.0]))
     single = jax.tree.map(lambda v: v[0], x)
-    # One contact per pair (10); MJX makes two per capsule pair (14).
-    assert contacts(humanoid.sys, single).dist.shape == (10,)
-    assert brax_contact.get(humanoid.sys, single).dist.shape == (14,)
+    assert contacts(humanoid.sys, single).dist.shape == (8,)
+    assert brax_contact.get(humanoid.sys, single).dist.shape == (14,)     # MJX: two per capsule pair
 
 
-def test_the_deepest_contact_of_each_ceiling_pair_matches_a_brute_force_distance(humanoid):
-    """Crouched and upright bodies under and at the edge of the ceiling: for each body part, the deepest
-    closed-form contact is the part's signed distance to the box, found here by sampling the segment."""
+def test_the_deepest_ceiling_candidate_of_each_part_matches_a_brute_force_distance(humanoid):
+    """Crouched and upright bodies under and at the edge of the ceiling: for each body part, its
+    deepest candidate is the part's signed distance to the box, found here by sampling the segment."""
     sys = humanoid.sys
     closed_form = ClosedFormContacts(sys)
-    contacts = jax.jit(lambda x: closed_form(sys, x))
+    candidates = jax.jit(lambda x: closed_form.candidates(sys, x)[1])
     names = geom_names(sys)
     ceiling = names.index("ceiling")
     centre, half = np.asarray(sys.geom_pos[ceiling], np.float64), np.asarray(sys.geom_size[ceiling], np.float64)
@@ -91,64 +101,74 @@ def test_the_deepest_contact_of_each_ceiling_pair_matches_a_brute_force_distance
         xs = _random_poses(humanoid, jax.random.PRNGKey(1), len(heights), torso_x, heights)
         for i in range(len(heights)):
             x = jax.tree.map(lambda v: v[i], xs)
-            found = contacts(x)
+            found = candidates(x)
             for part in ("torso1", "head", "butt"):
                 a, b, radius = _geom_segment(sys, x, names.index(part))
                 samples = a + np.linspace(0.0, 1.0, 2001)[:, None] * (b - a)
                 expected = _box_signed_distance(samples, centre, half).min() - radius
-                got = _contact_distances(found, ceiling, names.index(part)).min()
+                got = _candidate_distances(closed_form.boxes, found, ceiling, names.index(part)).min()
                 if expected < 0.05:
                     checked += 1
                     assert got == pytest.approx(expected, abs=2e-3), (torso_x, float(heights[i]), part)
     assert checked > 40
 
 
-def test_floor_and_penetrating_ceiling_contacts_equal_mjx(humanoid):
-    """MJX reports a separated sphere-box pair at distance 1 (a sentinel): compare where it touches."""
+def test_floor_and_penetrating_ceiling_candidates_equal_mjx_contacts(humanoid):
+    """The candidates are MJX's contact points: against the floor exactly (a capsule's two ends are
+    MJX's two contacts); against the ceiling the head exactly and a capsule's deepest point to 2 mm,
+    where MJX reports them touching (it reports a separated sphere-box pair at distance 1)."""
     sys = humanoid.sys
     closed_form = ClosedFormContacts(sys)
-    ours, theirs = jax.jit(lambda x: closed_form(sys, x)), jax.jit(lambda x: brax_contact.get(sys, x))
+    ours, theirs = jax.jit(lambda x: closed_form.candidates(sys, x)), jax.jit(lambda x: brax_contact.get(sys, x))
     names = geom_names(sys)
     floor, ceiling = names.index("floor"), names.index("ceiling")
     xs = _random_poses(humanoid, jax.random.PRNGKey(2), 12, -3.0, jnp.linspace(0.2, 1.4, 12))
+    compared = 0
     for i in range(12):
         x = jax.tree.map(lambda v: v[i], xs)
-        a, b = ours(x), theirs(x)
+        (planes, boxes), mjx = ours(x), theirs(x)
         for g in range(len(names)):
-            for world in (floor, ceiling):
-                mine, mjx = _contact_distances(a, world, g), _contact_distances(b, world, g)
-                if not len(mjx) or mjx.min() > 0.5:
-                    continue
-                assert len(mine) == 1
-                # The floor and the head-ceiling pair exactly; a capsule's two halves against the box
-                # each by alternating projections, so a little less exactly.
-                tolerance = 1e-5 if world == floor or names[g] == "head" else 2e-3
-                assert mine[0] == pytest.approx(mjx.min(), abs=tolerance), (i, names[g], world)
+            on_floor = np.sort(_candidate_distances(closed_form.planes, planes, floor, g))
+            np.testing.assert_allclose(on_floor, np.sort(_contact_distances(mjx, floor, g)), atol=1e-5)
+            under_ceiling = _candidate_distances(closed_form.boxes, boxes, ceiling, g)
+            theirs_ceiling = _contact_distances(mjx, ceiling, g)
+            if len(theirs_ceiling) and theirs_ceiling.min() < 0:
+                tolerance = 1e-5 if names[g] == "head" else 2e-3
+                assert under_ceiling.min() == pytest.approx(theirs_ceiling.min(), abs=tolerance), (i, names[g])
+                compared += 1
+    assert compared > 10
 
 
-def test_a_capsule_flat_against_the_ceiling_gets_one_contact_at_its_middle(humanoid):
-    """The torso upright with its capsule (axis along y, half length 0.07, radius 0.07) 2 cm into the
-    ceiling's underside at z = 1: both ends equally deep, so one contact 2 cm deep under the capsule's
-    middle (y = 0), midway between the surfaces (z = 1.01), normal down; tilted so that one end is
-    1 cm higher, the contact moves to that end (y = +-0.07) and is 2.5 cm deep."""
+def _torso_contact(humanoid, world_name, torso_xyz, torso_quat):
+    """The closed-form contact of the torso link (head and torso1) against `world_name` with the torso
+    at `torso_xyz`, orientation `torso_quat`: (dist, pos [3], normal [3])."""
     sys = humanoid.sys
     names = geom_names(sys)
-    torso1, ceiling = names.index("torso1"), names.index("ceiling")
     q, qd = humanoid.start_pose(jax.random.PRNGKey(0))
-    q = q.at[:3].set(jnp.array([-3.0, 0.0, 1.0 - 0.07 + 0.02])).at[3:7].set(jnp.array([1.0, 0.0, 0.0, 0.0]))
-    x = spring.init(sys, q, qd).x
-    found = ClosedFormContacts(sys)(sys, x)
-    keep = (np.asarray(found.geom2) == torso1) & (np.asarray(found.geom1) == ceiling)
-    np.testing.assert_allclose(np.asarray(found.dist)[keep], [-0.02], atol=1e-5)
-    np.testing.assert_allclose(np.asarray(found.pos)[keep], [[-3.0, 0.0, 1.01]], atol=1e-5)
-    np.testing.assert_allclose(np.asarray(found.frame)[keep][:, 0], [[0, 0, -1]], atol=1e-6)
-    # Rolled about x so that the end at +y rises 1 cm: sin(angle) = 0.01 / 0.14.
-    angle = np.arcsin(0.01 / 0.14)
-    q = q.at[3:7].set(jnp.array([np.cos(angle / 2), np.sin(angle / 2), 0.0, 0.0]))
+    q = q.at[:3].set(jnp.asarray(torso_xyz)).at[3:7].set(jnp.asarray(torso_quat))
     found = ClosedFormContacts(sys)(sys, spring.init(sys, q, qd).x)
-    keep = (np.asarray(found.geom2) == torso1) & (np.asarray(found.geom1) == ceiling)
-    np.testing.assert_allclose(np.asarray(found.dist)[keep], [-0.025], atol=1e-4)
-    assert abs(float(np.asarray(found.pos)[keep][0, 1]) - 0.07 * np.cos(angle)) < 2e-3
+    keep = (np.asarray(found.geom1) == names.index(world_name)) & (np.asarray(found.geom2) == names.index("torso1"))
+    assert keep.sum() == 1
+    return (float(np.asarray(found.dist)[keep][0]), np.asarray(found.pos)[keep][0],
+            np.asarray(found.frame)[keep][0, 0])
+
+
+def test_a_links_contact_is_the_mean_of_its_penetrating_candidates(humanoid):
+    """Worked by hand. Upright at (-3, 0, 0.95) under the ceiling (underside z = 1): torso1 (axis y,
+    half length 0.07, radius 0.07) has both ends 2 cm in, at contact points z = 1.01; the head (radius
+    0.09, 0.19 above) has its centre 0.14 inside the box, distance -0.23, contact point z = 1.115.
+    Mean: -0.09 at z = 1.045, normal down. Rolled 90 deg about x at z = 0.11 over the floor: torso1's
+    lower end (z = 0.04) is 3 cm in, its upper end and the head are clear, so the contact is that end
+    alone: -0.03 at z = 0.04 - (0.07 - 0.015) = -0.015, normal up."""
+    dist, pos, normal = _torso_contact(humanoid, "ceiling", (-3.0, 0.0, 0.95), (1.0, 0.0, 0.0, 0.0))
+    assert dist == pytest.approx(-0.09, abs=1e-5)
+    np.testing.assert_allclose(pos, [-3.0, 0.0, 1.045], atol=1e-5)
+    np.testing.assert_allclose(normal, [0.0, 0.0, -1.0], atol=1e-6)
+    half = np.sqrt(0.5)
+    dist, pos, normal = _torso_contact(humanoid, "floor", (2.0, 0.0, 0.11), (half, half, 0.0, 0.0))
+    assert dist == pytest.approx(-0.03, abs=1e-5)
+    np.testing.assert_allclose(pos, [2.0, 0.0, -0.015], atol=1e-5)
+    np.testing.assert_allclose(normal, [0.0, 0.0, 1.0], atol=1e-6)
 
 
 def test_a_body_pushed_into_the_ceiling_edge_moves_as_under_mjx_contacts(humanoid):
