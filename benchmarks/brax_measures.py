@@ -66,21 +66,21 @@ def _scan_random_actions(step_all, state, num_envs: int, action_size: int):
     return call
 
 
-def measure_brax_env(name: str, num_slots: int, repeats: int) -> dict:
-    """Brax's own env `name` ("ant", "humanoid"), spring backend, B x 10 copies."""
+def brax_env_call(name: str, num_slots: int):
+    """(call, env steps per call) for Brax's own env `name` ("ant", "humanoid"), spring backend,
+    B x 10 copies."""
     import jax
     from brax import envs as brax_envs
     num_envs = num_slots * ENVS_PER_SLOT
     env = brax_envs.get_environment(name, backend="spring")
     state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), num_envs))
     call = _scan_random_actions(lambda s, a, k: jax.vmap(env.step)(s, a), state, num_envs, env.action_size)
-    first, per_call = _timed(call, repeats)
-    return {"steps_per_call": num_envs * ENV_STEPS_PER_CALL, "first_call_s": first, "per_call_s": per_call}
+    return call, num_envs * ENV_STEPS_PER_CALL
 
 
-def measure_task_env(name: str, num_slots: int, repeats: int) -> dict:
-    """Our env `name` (or a variant of ENV_VARIANTS): B tasks x 10 copies each (vmapped over tasks and
-    copies)."""
+def task_env_call(name: str, num_slots: int):
+    """(call, env steps per call) for our env `name` (or a variant of ENV_VARIANTS): B tasks x 10
+    copies each (vmapped over tasks and copies)."""
     import jax
     from envs import make_env
     num_envs = num_slots * ENVS_PER_SLOT
@@ -93,8 +93,41 @@ def measure_task_env(name: str, num_slots: int, repeats: int) -> dict:
     call = _scan_random_actions(
         lambda s, a, k: jax.vmap(env.step)(tasks, s, a, jax.random.split(k, num_envs)), state, num_envs,
         env.action_size)
+    return call, num_envs * ENV_STEPS_PER_CALL
+
+
+def env_call(kind: str, num_slots: int):
+    """(call, env steps per call) of an env measurement: Brax's own env or one of ours."""
+    if kind.startswith("brax_") and kind != "brax_ppo_ant_maze":
+        return brax_env_call(kind.removeprefix("brax_"), num_slots)
+    if kind in TASK_ENVS or kind in ENV_VARIANTS:
+        return task_env_call(kind, num_slots)
+    raise ValueError(f"{kind!r} is not an env measurement")
+
+
+def measure_env(kind: str, num_slots: int, repeats: int) -> dict:
+    """An env alone, timed after its warm-up calls."""
+    call, steps = env_call(kind, num_slots)
     first, per_call = _timed(call, repeats)
-    return {"steps_per_call": num_envs * ENV_STEPS_PER_CALL, "first_call_s": first, "per_call_s": per_call}
+    return {"steps_per_call": steps, "first_call_s": first, "per_call_s": per_call}
+
+
+def measure_interleaved(kinds, num_slots: int, rounds: int) -> dict:
+    """Env measurements in one process, timed in turn for `rounds` rounds (one call each per round),
+    so that a slow spell of a shared machine falls on all of them: {kind: env steps/s}. Compiles all
+    first (two warm-up calls each)."""
+    import jax
+    calls = {kind: env_call(kind, num_slots) for kind in kinds}
+    for call, _ in calls.values():
+        jax.block_until_ready(call())
+        jax.block_until_ready(call())
+    seconds = dict.fromkeys(kinds, 0.0)
+    for _ in range(rounds):
+        for kind, (call, _) in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            seconds[kind] += time.perf_counter() - start
+    return {kind: rounds * calls[kind][1] / seconds[kind] for kind in kinds}
 
 
 def measure_mlsh(kind: str, num_slots: int, repeats: int) -> dict:
@@ -176,12 +209,8 @@ def measure_brax_ppo(num_slots: int, repeats: int) -> dict:
 
 
 def measure(kind: str, num_slots: int, repeats: int) -> dict:
-    if kind.startswith("brax_") and kind != "brax_ppo_ant_maze":
-        return measure_brax_env(kind.removeprefix("brax_"), num_slots, repeats)
-    if kind in TASK_ENVS or kind in ENV_VARIANTS:
-        return measure_task_env(kind, num_slots, repeats)
     if kind in MLSH_ENVS:
         return measure_mlsh(kind, num_slots, repeats)
     if kind == "brax_ppo_ant_maze":
         return measure_brax_ppo(num_slots, repeats)
-    raise ValueError(f"unknown ant measurement {kind!r}")
+    return measure_env(kind, num_slots, repeats)

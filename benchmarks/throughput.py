@@ -9,6 +9,7 @@ every step; the shared-policy row is the like-for-like comparison of the PPO mac
     python -m benchmarks.throughput                  # B = 10, 100, 1000; prints one JSON document
     python -m benchmarks.throughput --slots 10 100 --repeats 3
     python -m benchmarks.throughput --family ant --slots 16   # the ant family (benchmarks/brax_measures.py)
+    python -m benchmarks.throughput --family humanoid --slots 16 --interleaved 10   # + envs timed in turn
 
 Each measurement runs in a fresh subprocess (so compile time and peak memory are its own), after
 warm-up calls: the first call compiles, timed calls follow. rejax is an optional extra
@@ -168,6 +169,18 @@ def run_in_subprocess(kind: str, num_slots: int, repeats: int) -> dict:
     return json.loads(lines[-1])
 
 
+def run_interleaved(kinds, num_slots: int, rounds: int) -> dict:
+    """The envs `kinds` timed in turn in one fresh process: their env steps/s and ratios."""
+    command = [sys.executable, "-m", "benchmarks.throughput", "--interleaved-only", "--interleaved", str(rounds),
+               "--slots", str(num_slots), "--kinds", *kinds]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"error": " | ".join((done.stderr.strip().splitlines() or ["failed"])[-4:])}
+    rate = json.loads(lines[-1])
+    return {"rounds": rounds, "env_steps_per_s": rate, **_ratios(rate)}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slots", type=int, nargs="+", default=[10, 100, 1000], help="task-slot counts B")
@@ -176,12 +189,23 @@ def main(argv=None) -> dict:
                         help="moving bandits (MLSH vs rejax), the Brax ant family or the humanoid family")
     parser.add_argument("--kinds", nargs="+", choices=KINDS + brax_measures.KINDS,
                         help="measurements to run (default: all of the family)")
+    parser.add_argument("--interleaved", type=int, default=0, metavar="ROUNDS",
+                        help="also time the family's envs in one process, one call each in turn for ROUNDS "
+                             "rounds (ratios that a shared machine's slow spells do not skew; Brax families)")
     parser.add_argument("--one", choices=KINDS + brax_measures.KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--interleaved-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.kinds is None:
         args.kinds = list(brax_measures.FAMILIES.get(args.family, KINDS))
+    if args.interleaved < 0:
+        parser.error(f"--interleaved takes a number of rounds >= 1 (or 0: off), got {args.interleaved}")
     if args.one:
         print(json.dumps(measure_one(args.one, args.slots[0], args.repeats)))
+        return {}
+    env_kinds = [k for k in args.kinds if k in brax_measures.KINDS and k not in brax_measures.MLSH_ENVS
+                 and k != "brax_ppo_ant_maze"]
+    if args.interleaved_only:
+        print(json.dumps(brax_measures.measure_interleaved(env_kinds, args.slots[0], args.interleaved)))
         return {}
     import platform
     import jax
@@ -191,6 +215,8 @@ def main(argv=None) -> dict:
         row = {kind: run_in_subprocess(kind, num_slots, args.repeats) for kind in args.kinds}
         rate = {k: v.get("env_steps_per_s") for k, v in row.items()}
         row.update(_ratios(rate))
+        if args.interleaved and len(env_kinds) > 1:
+            row["interleaved"] = run_interleaved(env_kinds, num_slots, args.interleaved)
         report["results"][f"B={num_slots}"] = row
         print(f"# B={num_slots}: " + ", ".join(f"{k} {v:,.0f} steps/s" for k, v in rate.items() if v),
               file=sys.stderr, flush=True)
