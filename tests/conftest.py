@@ -69,7 +69,6 @@ LONGEST_FILES_FIRST = (
     "test_distributed.py",      # ~145 s
     "test_ant_envs.py",         # ~140 s
     "test_faults.py",           # ~120 s
-    "test_closed_form_contacts.py",  # ~100 s
     "test_ant_experiments.py",  # ~115 s
     "test_notebook.py",         # ~90 s
     "test_learner_recipes.py",  # ~80 s

@@ -82,8 +82,9 @@ def test_contacts_are_one_per_link_and_world_geom(humanoid):
     assert geoms(contacts.boxes) == sorted([["butt", "butt"], ["head", "torso1", "torso1"]])
     x = _random_poses(humanoid, jax.random.PRNGKey(0), 1, -3.0, jnp.array([1.0]))
     single = jax.tree.map(lambda v: v[0], x)
-    assert contacts(humanoid.sys, single).dist.shape == (8,)
-    assert brax_contact.get(humanoid.sys, single).dist.shape == (14,)     # MJX: two per capsule pair
+    assert jax.jit(lambda x: contacts(humanoid.sys, x))(single).dist.shape == (8,)
+    # MJX: two per capsule pair (traced only: run eagerly, MJX's collision is hundreds of compiles)
+    assert jax.eval_shape(lambda x: brax_contact.get(humanoid.sys, x), single).dist.shape == (14,)
 
 
 def test_the_deepest_ceiling_candidate_of_each_part_matches_a_brute_force_distance(humanoid):
@@ -146,7 +147,8 @@ def _torso_contact(humanoid, world_name, torso_xyz, torso_quat):
     names = geom_names(sys)
     q, qd = humanoid.start_pose(jax.random.PRNGKey(0))
     q = q.at[:3].set(jnp.asarray(torso_xyz)).at[3:7].set(jnp.asarray(torso_quat))
-    found = ClosedFormContacts(sys)(sys, spring.init(sys, q, qd).x)
+    contacts = ClosedFormContacts(sys)
+    found = jax.jit(lambda q, qd: contacts(sys, spring.init(sys, q, qd).x))(q, qd)
     keep = (np.asarray(found.geom1) == names.index(world_name)) & (np.asarray(found.geom2) == names.index("torso1"))
     assert keep.sum() == 1
     return (float(np.asarray(found.dist)[keep][0]), np.asarray(found.pos)[keep][0],
@@ -171,6 +173,7 @@ def test_a_links_contact_is_the_mean_of_its_penetrating_candidates(humanoid):
     np.testing.assert_allclose(normal, [0.0, 0.0, 1.0], atol=1e-6)
 
 
+@pytest.mark.slow   # ~45 s; default tier: the same push with the closed form alone (test_humanoid_envs.py)
 def test_a_body_pushed_into_the_ceiling_edge_moves_as_under_mjx_contacts(humanoid):
     """Standing in front of the ceiling (x in [-23.5, -0.5]) and pushed backward at 5 m/s: the head
     stops at the ceiling's edge with either contact method, along nearly the same path."""
