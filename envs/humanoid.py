@@ -12,7 +12,8 @@ rest of the body to rest on it and the ceiling has to stop the upper body. Floor
 touch nothing but through their end spheres. The choice and its cost are in docs/results_humanoid.md ("The tasks
 as built"). The contacts are computed in closed form (`envs/closed_form_contacts.py`: one per link and world
 geom, 8, each the mean of the link's penetrating contact points as Brax's spring pipeline averages
-them); `contacts="mjx"` takes Brax's own (MuJoCo MJX's colliders, 14).
+them) on the spring backend; `contacts="mjx"` (the default on the other backends) takes Brax's own
+(MuJoCo MJX's colliders, 14).
 
 Observation (246), Brax's humanoid's: q[2:] (22: torso height, orientation, 17 joint angles), qd
 (23), the links' inertia about the centre of mass (11 links x (3x3 inertia, mass) = 110), their
@@ -110,9 +111,13 @@ class HumanoidTaskEnv(BraxTaskEnv):
     }
 
     def __init__(self, episode_length: int, ceiling_x: tuple[float, float], backend: str = "spring",
-                 contacts: str = "closed_form"):
+                 contacts: str | None = None):
+        contacts = contacts or ("closed_form" if backend == "spring" else "mjx")
         if contacts not in CONTACT_METHODS:
             raise ValueError(f"unknown contact method {contacts!r}; use one of {', '.join(CONTACT_METHODS)}")
+        if contacts == "closed_form" and backend != "spring":
+            raise ValueError(f"closed-form contacts are built for the spring backend (they fill only what its "
+                             f"collision step reads), not {backend!r}; use contacts='mjx' with it")
         super().__init__(episode_length, *humanoid_system(ceiling_x, backend), backend=backend)
         self.contact_method = contacts
         self.contacts = ClosedFormContacts(self.sys) if contacts == "closed_form" else None
@@ -205,7 +210,7 @@ class HumanoidWalkCrawl(HumanoidTaskEnv):
     name = "humanoid_walkcrawl"
     task_kinds = ("crawl", "walk")  # indexed by CRAWL (0) and WALK (1)
 
-    def __init__(self, episode_length: int = 1000, backend: str = "spring", contacts: str = "closed_form"):
+    def __init__(self, episode_length: int = 1000, backend: str = "spring", contacts: str | None = None):
         super().__init__(episode_length, CRAWL_CEILING_X, backend, contacts)
 
     def sample_task(self, key):
@@ -262,7 +267,7 @@ class HumanoidCourse(HumanoidTaskEnv):
 
     name = "humanoid_course"
 
-    def __init__(self, episode_length: int = 3000, backend: str = "spring", contacts: str = "closed_form"):
+    def __init__(self, episode_length: int = 3000, backend: str = "spring", contacts: str | None = None):
         super().__init__(episode_length, COURSE_CEILING_X, backend, contacts)
 
     def sample_task(self, key):

@@ -194,6 +194,9 @@ def test_unsupported_geometry_and_methods_are_refused(humanoid):
         ClosedFormContacts(tilted)
     with pytest.raises(ValueError, match="unknown contact method 'exact'"):
         HumanoidWalkCrawl(contacts="exact")
+    with pytest.raises(ValueError, match="built for the spring backend"):
+        HumanoidWalkCrawl(backend="generalized", contacts="closed_form")
+    assert HumanoidWalkCrawl(backend="generalized").contacts is None       # MJX's, as Brax's envs
 
 
 def test_contacts_from_restores_brax_contacts_after_the_block():
