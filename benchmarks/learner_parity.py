@@ -227,6 +227,20 @@ def brax_available() -> str | None:
     return f"brax.training's PPO needs jax.device_put_replicated, which JAX {jax.__version__} no longer has"
 
 
+def _keep_interrupted_curve(folder: pathlib.Path) -> None:
+    """Brax's trainer cannot resume, so a job it left unfinished starts again; the curve the
+    interrupted attempt reached is kept beside it (`curve.interrupted-N.json`), never overwritten."""
+    curve = folder / "curve.json"
+    if not curve.is_file():
+        return
+    attempt = 1
+    while (folder / f"curve.interrupted-{attempt}.json").exists():
+        attempt += 1
+    kept = curve.rename(folder / f"curve.interrupted-{attempt}.json")
+    print(f"  {folder.name}: brax's trainer cannot resume; the interrupted attempt's curve is kept as {kept}",
+          flush=True)
+
+
 def run_brax(job: Job, folder: pathlib.Path, args) -> dict:
     """Brax's PPO with its notebook's settings for the body on the same env object, evaluated by
     `evaluate`."""
@@ -236,6 +250,7 @@ def run_brax(job: Job, folder: pathlib.Path, args) -> dict:
     from envs.adapters import to_brax
 
     env, judge = make_env(job.env, **args.shaping.env_kwargs()), make_env(job.env)
+    _keep_interrupted_curve(folder)
     curve, clock = [], {"mark": time.perf_counter(), "last": 0}
 
     def on_params(current_step, make_policy, params):
@@ -247,6 +262,7 @@ def run_brax(job: Job, folder: pathlib.Path, args) -> dict:
             jax.random.PRNGKey(10_000 + steps_done))
         rate = (steps_done - clock["last"]) / train_s if train_s > 0 else 0.0
         curve.append(_point(steps_done, result, train_s, rate))
+        write_json(folder / "curve.json", curve)    # brax's trainer cannot resume: keep what an interrupted run reached
         clock["last"], clock["mark"] = steps_done, time.perf_counter()
         print(f"  {job.name}: {steps_done:,} steps, return {curve[-1]['return']:.1f}, "
               f"{curve[-1]['metres_per_1000_steps']:.1f} m / 1000 steps, {rate:,.0f} steps/s", flush=True)

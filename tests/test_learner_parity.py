@@ -57,3 +57,16 @@ def test_ours_takes_the_notebook_settings_of_the_body(env, entropy, scale, epoch
     assert (config.sub.entropy_coef, config.reward_scale) == (entropy, scale)
     assert (config.sub.epochs, config.sub.num_minibatches) == (epochs, minibatches)
     assert config.env == env and config.num_updates == 10 and config.envs_per_slot * config.num_slots == 256
+
+
+def test_an_interrupted_brax_curve_is_kept_beside_the_new_attempt_never_overwritten(tmp_path):
+    from benchmarks.learner_parity import _keep_interrupted_curve
+
+    (tmp_path / "curve.json").write_text("[1]")
+    _keep_interrupted_curve(tmp_path)
+    (tmp_path / "curve.json").write_text("[2]")
+    _keep_interrupted_curve(tmp_path)
+    _keep_interrupted_curve(tmp_path)      # nothing left to keep: a no-op
+    kept = sorted(path.name for path in tmp_path.iterdir())
+    assert kept == ["curve.interrupted-1.json", "curve.interrupted-2.json"]
+    assert [(tmp_path / name).read_text() for name in kept] == ["[1]", "[2]"]
