@@ -8,14 +8,17 @@ env objects and env-step budget.
 Each (env, learner, seed) is one job with its own folder under `--out` (default
 runs/learner_parity): `curve.json` (every evaluation: env steps, deterministic return, metres walked
 per 1000 steps, wall seconds) and, for this project's learner, checkpoints from which an interrupted
-job continues where it stopped (`--out` again). A finished job is never rerun; brax's jobs are
-atomic (an interrupted one starts again). The summary JSON (printed, and written to `--summary`)
+job continues where it stopped (`--out` again; a job of ours saved under other settings is refused
+with exit 2, naming them). A finished job is never rerun; brax's trainer cannot resume, so an
+interrupted job of brax's starts again (the curve it reached is kept beside). The summary JSON (printed, and written to `--summary`)
 holds every job's curve, its final figures and its env steps/s during training.
 
 Both learners use Brax's PPO notebook settings, scaled to `--envs-count` env copies: for the ant
-unroll 5 (ours: 20-step windows), 4 epochs x 16 minibatches, entropy 1e-2, reward scaling 10; for
-the humanoid (`humanoid_walk`, every task walks) unroll 10 (ours: 20-step windows), 8 epochs x 32
-minibatches, entropy 1e-3, reward scaling 0.1; both gamma 0.97, lambda 0.95, clip 0.3, observation
+unroll 5, 4 epochs x 16 minibatches, entropy 1e-2, reward scaling 10; for the humanoid
+(`humanoid_walk`, every task walks) unroll 10, 8 epochs x 32 minibatches, entropy 1e-3, reward
+scaling 0.1. Ours collects as many samples per update as brax's trainer per iteration (windows of
+20 steps per env copy for the ant, 160 for the humanoid), so both take minibatches of the same size
+and as many SGD steps per sample. Both gamma 0.97, lambda 0.95, clip 0.3, observation
 normalisation, policy 4x32 / value 5x256 swish, tanh-squashed Gaussian. Ours is the shared-policy path through `Trainer` with the `locomotion`
 recipe (`--recipe paper`: the paper's 2x64 tanh networks and PPO settings on the same layout).
 Evaluation is the same function for both: `--eval-episodes` greedy episodes of the env (fresh tasks)
@@ -42,7 +45,8 @@ import numpy as np
 
 from envs import make_env
 from mlsh_jax import checkpoint
-from mlsh_jax.config import MAZE_REWARD_DIRECTIONS, MLSHConfig, NetworkConfig, PPOConfig, TaskShaping
+from mlsh_jax.config import (MAZE_REWARD_DIRECTIONS, RESUMABLE_FIELDS, MLSHConfig, NetworkConfig, PPOConfig,
+                             TaskShaping, config_differences)
 from mlsh_jax.files import write_json
 from mlsh_jax.networks import ActorCritic
 from mlsh_jax.trainer import Trainer
@@ -50,7 +54,7 @@ from mlsh_jax.trainer import Trainer
 LEARNERS = ("ours", "brax")
 RECIPES = ("locomotion", "paper")
 PARITY_ENVS = ("brax_ant", "ant_maze", "ant_twowalk", "humanoid_walk")
-OUR_WINDOW = 20            # env steps per env copy per update of ours (divides the 1000-step episode)
+OUR_DECISION = 20          # the config's macro_duration (no master acts in the shared policy); divides every window
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,16 +73,26 @@ class NotebookSettings:
     def ppo(self) -> PPOConfig:
         return PPOConfig.locomotion(self.body)
 
+    @property
+    def window(self) -> int:
+        """Env steps per env copy in one of brax's training iterations (`batch_size x unroll x
+        num_minibatches` samples over the env copies): ours collects as many per update, so both take
+        the same minibatches (`batch_size x unroll` samples) and the same SGD steps per sample."""
+        return round(self.batch_fraction * self.unroll * self.ppo.num_minibatches)
+
 
 ANT_SETTINGS = NotebookSettings(body="ant", unroll=5, reward_scaling=10.0, batch_fraction=0.25)
 HUMANOID_SETTINGS = NotebookSettings(body="humanoid", unroll=10, reward_scaling=0.1, batch_fraction=0.5)
 SETTINGS = {"brax_ant": ANT_SETTINGS, "ant_maze": ANT_SETTINGS, "ant_twowalk": ANT_SETTINGS,
             "humanoid_walk": HUMANOID_SETTINGS}
-# A slot keeps its task (and its env copies run on, episode after episode) for this many updates,
-# 5 episodes of 1000 steps; slots start staggered, so some slot draws a new task every few updates.
-# (A lifetime of one update would reset every env copy at every update: with 20-step windows no
-# copy would ever get past its episode's 20th step.)
-TASK_UPDATES = 5 * 1000 // OUR_WINDOW
+
+
+def task_updates(window: int) -> int:
+    """A slot keeps its task (and its env copies run on, episode after episode) for this many updates,
+    about 5 episodes of 1000 steps; slots start staggered, so some slot draws a new task every few
+    updates. (A lifetime of one update would reset every env copy at every update: with 20-step
+    windows no copy would ever get past its episode's 20th step.)"""
+    return max(1, 5 * 1000 // window)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,11 +147,13 @@ def evaluate(env, policy, key: jax.Array, num_episodes: int) -> dict:
 def our_config(env: str, recipe: str, seed: int, num_envs: int, steps: int,
                shaping: TaskShaping = TaskShaping()) -> MLSHConfig:
     """The shared-policy configuration of the benchmark: `num_envs` env copies in slots of 128,
-    `OUR_WINDOW`-step windows, `steps` env steps in all, trained on the env with `shaping`."""
+    windows of brax's samples per training iteration (`NotebookSettings.window`: 20 steps for the
+    ant, 160 for the humanoid), `steps` env steps in all, trained on the env with `shaping`."""
     envs_per_slot = min(num_envs, 128)
     num_slots = num_envs // envs_per_slot
-    per_update = num_envs * OUR_WINDOW
     notebook = SETTINGS[env]
+    window = notebook.window
+    per_update = num_envs * window
     if recipe == "locomotion":
         sub = notebook.ppo
         network, reward_scale = NetworkConfig.locomotion(), notebook.reward_scaling
@@ -145,8 +161,8 @@ def our_config(env: str, recipe: str, seed: int, num_envs: int, steps: int,
         sub, network = PPOConfig(learning_rate=3e-4, num_minibatches=notebook.ppo.num_minibatches), NetworkConfig()
         reward_scale = 1.0
     return MLSHConfig(
-        env=env, episode_length=1000, algorithm="shared", num_subpolicies=1, macro_duration=OUR_WINDOW,
-        warmup_updates=0, joint_updates=TASK_UPDATES, num_slots=num_slots, steps_per_slot=envs_per_slot * OUR_WINDOW,
+        env=env, episode_length=1000, algorithm="shared", num_subpolicies=1, macro_duration=OUR_DECISION,
+        warmup_updates=0, joint_updates=task_updates(window), num_slots=num_slots, steps_per_slot=envs_per_slot * window,
         envs_per_slot=envs_per_slot, num_updates=max(1, steps // per_update), reward_scale=reward_scale,
         sub=sub, sub_network=network, master_network=network, subpolicy_observation="full", seed=seed, shaping=shaping,
         checkpoint_every=0, keep_checkpoints=1,
@@ -207,6 +223,38 @@ def run_ours(job: Job, folder: pathlib.Path, args) -> dict:
               flush=True)
     manager.close()
     return {"config": config.to_dict(), "curve": curve}
+
+
+def stored_config(folder: pathlib.Path) -> MLSHConfig | None:
+    """The configuration a job of ours in `folder` was trained with: its finished result's, else its
+    newest checkpoint's; None for a job that has not saved anything."""
+    finished = folder / "result.json"
+    if finished.is_file():
+        stored = json.loads(finished.read_text()).get("config")
+        return None if stored is None else MLSHConfig.from_dict(stored)
+    if not (folder / checkpoint.CHECKPOINT_DIR).is_dir():
+        return None
+    manager = checkpoint.checkpoint_manager(folder, create=False)
+    done = checkpoint.steps(manager)
+    return MLSHConfig.from_dict(checkpoint.read_meta(manager, done[-1])["config"]) if done else None
+
+
+def changed_jobs(jobs: list, args) -> list[str]:
+    """One line per job of ours whose folder holds a run made under other settings than today's
+    (`our_config`): such a job is neither continued nor reported as today's; it names the fields."""
+    problems = []
+    for job in jobs:
+        folder = args.out / job.name
+        stored = stored_config(folder) if job.learner == "ours" else None
+        if stored is None:
+            continue
+        today = our_config(job.env, args.recipe, job.seed, args.envs_count, args.steps, args.shaping)
+        changes = {k: v for k, v in config_differences(stored, today).items() if k not in RESUMABLE_FIELDS}
+        if changes:
+            listed = "; ".join(f"{field}: {old!r} -> {new!r}" for field, (old, new) in changes.items())
+            problems.append(f"{folder} was trained with other settings ({listed}): move it aside or "
+                            "use another --out to train this job under today's settings")
+    return problems
 
 
 def _point(env_steps: int, result: dict, train_s: float, steps_per_s: float) -> dict:
@@ -316,8 +364,10 @@ def parse(argv) -> argparse.Namespace:
         problems.append(f"--recipe: unknown {args.recipe!r} (use {' or '.join(RECIPES)})")
     if args.envs_count < 128 or args.envs_count % 128:
         problems.append(f"--envs-count must be a positive multiple of 128, got {args.envs_count}")
-    if args.steps < args.envs_count * OUR_WINDOW or args.eval_every < 1 or args.eval_episodes < 1:
-        problems.append("--steps must cover one update (envs-count x 20), --eval-every and --eval-episodes >= 1")
+    window = max((SETTINGS[env].window for env in args.envs if env in SETTINGS), default=0)
+    if args.steps < args.envs_count * window or args.eval_every < 1 or args.eval_episodes < 1:
+        problems.append(f"--steps must cover one update of ours (envs-count x {window}), "
+                        "--eval-every and --eval-episodes >= 1")
     args.shaping = TaskShaping(alive_bonus=args.alive_bonus, end_when_fallen=args.end_when_fallen,
                                reward_direction=args.reward_direction)
     if not args.shaping.is_default and any(not env.startswith("ant_") for env in args.envs):
@@ -352,25 +402,28 @@ def summarise(job: Job, result: dict) -> dict:
 
 def main(argv=None) -> dict:
     args = parse(sys.argv[1:] if argv is None else argv)
+    jobs = [Job(env, learner, seed, variant(args, learner))
+            for env in args.envs for seed in args.seeds for learner in args.learners]
+    problems = changed_jobs(jobs, args)
+    if problems:                       # before anything compiles or is written
+        print("\n".join(problems), file=sys.stderr)
+        raise SystemExit(2)
     report = {"jax": jax.__version__, "devices": [str(d) for d in jax.devices()], "recipe": args.recipe,
               "envs_count": args.envs_count, "steps": args.steps, "jobs": [], "skipped": []}
-    for env in args.envs:
-        for seed in args.seeds:
-            for learner in args.learners:
-                job = Job(env, learner, seed, variant(args, learner))
-                folder = args.out / job.name
-                folder.mkdir(parents=True, exist_ok=True)
-                finished = folder / "result.json"
-                if finished.is_file():
-                    result = json.loads(finished.read_text())
-                elif learner == "brax" and brax_available() is not None:
-                    report["skipped"].append({"job": job.name, "why": brax_available()})
-                    continue
-                else:
-                    print(f"{job.name}: training {args.steps:,} env steps", flush=True)
-                    result = (run_ours if learner == "ours" else run_brax)(job, folder, args)
-                    write_json(finished, result)
-                report["jobs"].append(summarise(job, result))
+    for job in jobs:
+        folder = args.out / job.name
+        folder.mkdir(parents=True, exist_ok=True)
+        finished = folder / "result.json"
+        if finished.is_file():
+            result = json.loads(finished.read_text())
+        elif job.learner == "brax" and brax_available() is not None:
+            report["skipped"].append({"job": job.name, "why": brax_available()})
+            continue
+        else:
+            print(f"{job.name}: training {args.steps:,} env steps", flush=True)
+            result = (run_ours if job.learner == "ours" else run_brax)(job, folder, args)
+            write_json(finished, result)
+        report["jobs"].append(summarise(job, result))
     print(json.dumps({k: v for k, v in report.items() if k != "jobs"} |
                      {"jobs": [{k: v for k, v in j.items() if k != "curve"} for j in report["jobs"]]}, indent=1))
     if args.summary:

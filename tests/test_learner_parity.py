@@ -46,17 +46,61 @@ def test_both_learners_train_on_the_same_env_and_a_rerun_continues(tmp_path):
     assert json.loads(summary.read_text())["jobs"] == report["jobs"]
 
 
-@pytest.mark.parametrize("env, entropy, scale, epochs, minibatches", [
-    ("brax_ant", 1e-2, 10.0, 4, 16),          # brax's notebook for the ant (minibatches halved with the envs)
-    ("humanoid_walk", 1e-3, 0.1, 8, 32),      # brax's notebook for the humanoid
+@pytest.mark.parametrize("env, entropy, scale, epochs, minibatches, brax_batch, unroll", [
+    ("brax_ant", 1e-2, 10.0, 4, 16, 64, 5),          # brax's ant notebook: batch = envs / 4, unroll 5
+    ("humanoid_walk", 1e-3, 0.1, 8, 32, 128, 10),    # brax's humanoid notebook: batch = envs / 2, unroll 10
 ])
-def test_ours_takes_the_notebook_settings_of_the_body(env, entropy, scale, epochs, minibatches):
+def test_ours_takes_the_notebook_settings_and_brax_samples_per_iteration(env, entropy, scale, epochs, minibatches,
+                                                                          brax_batch, unroll):
     from benchmarks.learner_parity import our_config
 
-    config = our_config(env, "locomotion", seed=0, num_envs=256, steps=10 * 256 * 20)
+    config = our_config(env, "locomotion", seed=0, num_envs=256, steps=10 ** 7)
     assert (config.sub.entropy_coef, config.reward_scale) == (entropy, scale)
     assert (config.sub.epochs, config.sub.num_minibatches) == (epochs, minibatches)
-    assert config.env == env and config.num_updates == 10 and config.envs_per_slot * config.num_slots == 256
+    assert config.env == env and config.envs_per_slot * config.num_slots == 256
+    # brax's iteration: `minibatches` minibatches of batch x unroll samples; ours takes as many per update
+    assert config.env_steps_per_update == brax_batch * unroll * minibatches
+    assert config.env_steps_per_update // config.sub.num_minibatches == brax_batch * unroll
+    assert config.num_updates == 10 ** 7 // (brax_batch * unroll * minibatches)
+
+
+def _stale_job(out, env="humanoid_walk"):
+    """A finished job of ours under today's settings but 20-step windows, as results of older versions hold."""
+    import dataclasses
+
+    from benchmarks.learner_parity import our_config
+
+    today = our_config(env, "locomotion", seed=0, num_envs=1024, steps=20_000_000)
+    old = dataclasses.replace(today, steps_per_slot=128 * 20)
+    folder = out / f"{env}_ours_s0"
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps({"config": old.to_dict(), "curve": []}))
+    return folder
+
+
+def test_a_job_saved_under_other_settings_is_named_and_a_longer_budget_is_not(tmp_path):
+    import types
+
+    from benchmarks.learner_parity import Job, TaskShaping, changed_jobs
+
+    folder = _stale_job(tmp_path)
+    args = types.SimpleNamespace(out=tmp_path, recipe="locomotion", envs_count=1024, steps=20_000_000,
+                                 shaping=TaskShaping())
+    jobs = [Job("humanoid_walk", "ours", 0), Job("humanoid_walk", "brax", 0), Job("humanoid_walk", "ours", 1)]
+    problems = changed_jobs(jobs, args)
+    assert len(problems) == 1 and str(folder) in problems[0] and "steps_per_slot: 2560 -> 20480" in problems[0]
+    (folder / "result.json").write_text(json.dumps({"config": json.loads((folder / "result.json").read_text())[
+        "config"] | {"steps_per_slot": 20480, "num_updates": 1}, "curve": []}))
+    assert changed_jobs(jobs, args) == []         # only the budget differs: the job continues
+
+
+def test_the_command_refuses_a_stale_job_with_exit_2_before_writing(tmp_path):
+    folder = _stale_job(tmp_path / "out")
+    before = sorted(p.name for p in folder.iterdir())
+    done = run("--envs", "humanoid_walk", "--learners", "ours", "--steps", "20000000", "--out", str(tmp_path / "out"),
+               "--summary", str(tmp_path / "summary.json"), timeout=300)
+    assert done.returncode == 2 and "steps_per_slot: 2560 -> 20480" in done.stderr, done.stderr[-2000:]
+    assert sorted(p.name for p in folder.iterdir()) == before and not (tmp_path / "summary.json").exists()
 
 
 def test_an_interrupted_brax_curve_is_kept_beside_the_new_attempt_never_overwritten(tmp_path):
