@@ -45,10 +45,10 @@ import numpy as np
 
 from envs import make_env
 from mlsh_jax import checkpoint
-from mlsh_jax.config import (MAZE_REWARD_DIRECTIONS, RESUMABLE_FIELDS, MLSHConfig, NetworkConfig, PPOConfig,
-                             TaskShaping, config_differences)
+from mlsh_jax.config import MAZE_REWARD_DIRECTIONS, MLSHConfig, NetworkConfig, PPOConfig, TaskShaping
 from mlsh_jax.files import write_json
 from mlsh_jax.networks import ActorCritic
+from mlsh_jax.resume import format_changes, refused_changes
 from mlsh_jax.trainer import Trainer
 
 LEARNERS = ("ours", "brax")
@@ -249,10 +249,9 @@ def changed_jobs(jobs: list, args) -> list[str]:
         if stored is None:
             continue
         today = our_config(job.env, args.recipe, job.seed, args.envs_count, args.steps, args.shaping)
-        changes = {k: v for k, v in config_differences(stored, today).items() if k not in RESUMABLE_FIELDS}
+        changes = refused_changes(stored, today)
         if changes:
-            listed = "; ".join(f"{field}: {old!r} -> {new!r}" for field, (old, new) in changes.items())
-            problems.append(f"{folder} was trained with other settings ({listed}): move it aside or "
+            problems.append(f"{folder} was trained with other settings ({format_changes(changes)}): move it aside or "
                             "use another --out to train this job under today's settings")
     return problems
 

@@ -62,12 +62,16 @@ def read_run_config(run_dir: pathlib.Path) -> MLSHConfig:
         raise ResumeError(str(error)) from None
 
 
-def _format_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+def format_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    """`{field: (old, new)}` as one line: `field: old -> new; ...`."""
     return "; ".join(f"{field}: {old!r} -> {new!r}" for field, (old, new) in changes.items())
 
 
-def _refused(changes: dict[str, tuple[Any, Any]]) -> dict[str, tuple[Any, Any]]:
-    return {field: change for field, change in changes.items() if field not in RESUMABLE_FIELDS}
+def refused_changes(stored: MLSHConfig, config: MLSHConfig) -> dict[str, tuple[Any, Any]]:
+    """The fields in which `config` differs from the `stored` run's configuration and that a resume
+    may not change (every field but RESUMABLE_FIELDS), as `{field: (stored value, new value)}`."""
+    return {field: change for field, change in config_differences(stored, config).items()
+            if field not in RESUMABLE_FIELDS}
 
 
 def find_resume_point(run_dir: str | pathlib.Path, config: MLSHConfig, trainer: Trainer | None = None
@@ -79,10 +83,10 @@ def find_resume_point(run_dir: str | pathlib.Path, config: MLSHConfig, trainer: 
     run = pathlib.Path(run_dir)
     stored = read_run_config(run)
     changes = config_differences(stored, config)
-    refused = _refused(changes)
+    refused = refused_changes(stored, config)
     if refused:
         raise ResumeError(
-            f"cannot resume {run} with a different configuration ({_format_changes(refused)}); "
+            f"cannot resume {run} with a different configuration ({format_changes(refused)}); "
             f"only {', '.join(RESUMABLE_FIELDS)} may change on resume: start a new run with another --out "
             "to change the rest")
     if not os.access(run, os.W_OK):
@@ -120,12 +124,12 @@ def find_resume_point(run_dir: str | pathlib.Path, config: MLSHConfig, trainer: 
 def _check_written_by(run: pathlib.Path, stored: MLSHConfig, meta: dict[str, Any], update: int) -> None:
     """Refuses a checkpoint whose configuration differs from the run's in more than RESUMABLE_FIELDS."""
     try:
-        foreign = _refused(config_differences(MLSHConfig.from_dict(meta["config"]), stored))
+        foreign = refused_changes(MLSHConfig.from_dict(meta["config"]), stored)
     except (ValueError, TypeError, KeyError):
         foreign = {"config": ("unreadable", "this run's")}
     if foreign or meta.get("update") != update:
         raise CheckpointError(f"checkpoint {run / checkpoint.CHECKPOINT_DIR / str(update)} was not written by "
-                              f"this run ({_format_changes(foreign) or 'its update number differs'})")
+                              f"this run ({format_changes(foreign) or 'its update number differs'})")
 
 
 def _restore(run: pathlib.Path, manager, available: list[int], stored: MLSHConfig, trainer: Trainer) -> TrainState:
