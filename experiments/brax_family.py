@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from experiments import common
-from mlsh_jax.config import MLSHConfig, NetworkConfig, PPOConfig
+from mlsh_jax.config import LOCOMOTION_MINIBATCH_SAMPLES, MLSHConfig, NetworkConfig, PPOConfig
 
 # Env steps per second of MLSH training, measured with `python -m benchmarks.throughput --family
 # ant|humanoid` on idle cores (docs/benchmarks.md): used only to print a run-time estimate before a run
@@ -52,14 +52,19 @@ def paper_settings(env: str, num_subpolicies: int, episode_length: int = 1000, *
 
 def with_locomotion_recipe(config: MLSHConfig, body: str = "ant") -> MLSHConfig:
     """`config` with sub-policies that learn by brax PPO's locomotion recipe for `body`
-    (`PPOConfig.locomotion`: gamma 0.97, lambda 0.95, clip 0.3, value weight 0.5; the ant 4 epochs x
-    16 minibatches and entropy 1e-2, the humanoid 8 x 32 and 1e-3) with policy 4x32 / value 5x256
-    swish networks and a tanh-squashed Gaussian (docs/algorithm.md, "Learner recipes"). The
-    masters, the task's reward scale, the env-copy layout and the sub-policies' other PPO fields
-    (learning rate, value and gradient clips, advantage normalisation) stay as they are."""
+    (`PPOConfig.locomotion`: gamma 0.97, lambda 0.95, clip 0.3, value weight 0.5; the ant 4 epochs
+    and entropy 1e-2, the humanoid 8 epochs and 1e-3) with policy 4x32 / value 5x256 swish networks
+    and a tanh-squashed Gaussian (docs/algorithm.md, "Learner recipes"). The minibatches keep brax's
+    samples per minibatch (`LOCOMOTION_MINIBATCH_SAMPLES`: 1280 for the ant, 5120 for the humanoid;
+    their number follows from the joint slots' batch), not brax's count: an MLSH update trains its
+    sub-policies on far fewer samples than brax's iteration, and brax's count of minibatches on them
+    would take several times brax's SGD steps per sample. The masters, the task's reward scale, the
+    env-copy layout and the sub-policies' other PPO fields (learning rate, value and gradient clips,
+    advantage normalisation) stay as they are."""
     recipe = PPOConfig.locomotion(body)
-    sub = dataclasses.replace(config.sub, **{name: getattr(recipe, name) for name in (
-        "epochs", "num_minibatches", "clip_eps", "entropy_coef", "value_coef", "discount", "gae_lambda")})
+    sub = dataclasses.replace(config.sub, num_minibatches=0, minibatch_size=LOCOMOTION_MINIBATCH_SAMPLES[body],
+                              **{name: getattr(recipe, name) for name in (
+                                  "epochs", "clip_eps", "entropy_coef", "value_coef", "discount", "gae_lambda")})
     return dataclasses.replace(config, sub=sub, sub_network=NetworkConfig.locomotion())
 
 
@@ -96,11 +101,12 @@ def auto_settings(env: str, num_subpolicies: int, cpu_updates: int, **changes) -
 
 
 def presets(env: str, num_subpolicies: int, cpu_updates: int, master_learning_rate: float | None = None,
-            body: str = "ant", **task) -> dict:
+            body: str = "ant", sub_advantage_normalization: str | None = None, **task) -> dict:
     """The presets of a Brax walk experiment: `auto` (sized to the devices present), `cpu` (16 slots,
     `cpu_updates` updates), `locomotion` (`cpu` with the locomotion recipe of `body`), `paper` (10 slots) and
     `smoke`; `task` holds the experiment's own settings, `master_learning_rate` (when given) replaces
-    the paper's 0.01 in every preset."""
+    the paper's 0.01 in every preset, `sub_advantage_normalization` (when given) the sub-policies'
+    `advantage_normalization` in every preset."""
     cpu = lambda: paper_settings(env, num_subpolicies, num_slots=16, num_updates=cpu_updates, **task)
     builders = {
         "auto": lambda: auto_settings(env, num_subpolicies, cpu_updates=cpu_updates, **task),
@@ -109,15 +115,21 @@ def presets(env: str, num_subpolicies: int, cpu_updates: int, master_learning_ra
         "paper": lambda: paper_settings(env, num_subpolicies, **task),
         "smoke": lambda: smoke_settings(env, num_subpolicies, **task),
     }
-    if master_learning_rate is None:
+    if master_learning_rate is None and sub_advantage_normalization is None:
         return builders
-    return {name: functools.partial(_with_master_learning_rate, build, master_learning_rate)
+    return {name: functools.partial(_adjusted, build, master_learning_rate, sub_advantage_normalization)
             for name, build in builders.items()}
 
 
-def _with_master_learning_rate(build, learning_rate: float) -> MLSHConfig:
+def _adjusted(build, master_learning_rate: float | None, sub_advantage_normalization: str | None) -> MLSHConfig:
+    """The preset `build` makes, with the fields given (not None) replaced."""
     config = build()
-    return dataclasses.replace(config, master=dataclasses.replace(config.master, learning_rate=learning_rate))
+    if master_learning_rate is not None:
+        config = dataclasses.replace(config, master=dataclasses.replace(config.master, learning_rate=master_learning_rate))
+    if sub_advantage_normalization is not None:
+        config = dataclasses.replace(config, sub=dataclasses.replace(
+            config.sub, advantage_normalization=sub_advantage_normalization))
+    return config
 
 
 def run_time_estimate(config: MLSHConfig, updates_done: int = 0) -> str:

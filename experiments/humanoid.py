@@ -26,7 +26,11 @@ from mlsh_jax.evaluation import run_subpolicy
 
 K = 2
 # Walking pays ~5 per step: rewards are scaled by 0.1 in the PPO targets (as Brax's humanoid PPO does).
-TASK = dict(reward_scale=0.1)
+# The two objectives pay at different levels (walking 5 per upright step, crawling nothing for
+# staying up) and the sub-policies' value nets cannot tell them apart from the body's state, so
+# advantages are standardised per task slot and sub-policy (as the original standardised per worker,
+# i.e. per task), not pooled over walk and crawl slots.
+TASK = dict(reward_scale=0.1, sub_advantage_normalization="slot")
 PRESET_NOTES = brax_family.PRESET_NOTES
 PRESETS = brax_family.presets("humanoid_walkcrawl", K, cpu_updates=240, body="humanoid", **TASK)
 

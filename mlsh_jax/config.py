@@ -17,6 +17,11 @@ class ConfigError(ValueError):
 
 # Brax PPO's notebook settings per body: (epochs, minibatches, entropy coefficient).
 LOCOMOTION_BODIES = {"ant": (4, 16, 1e-2), "humanoid": (8, 32, 1e-3)}
+# Samples per minibatch in brax PPO's notebook layout on 1024 env copies (its batch_size x unroll: the
+# ant 256 x 5, the humanoid 512 x 10), the layout of `benchmarks.learner_parity`. The MLSH presets'
+# locomotion recipe keeps this size, not the count, so that a smaller batch per update does not
+# multiply the SGD steps per sample (docs/algorithm.md, "Learner recipes").
+LOCOMOTION_MINIBATCH_SAMPLES = {"ant": 1280, "humanoid": 5120}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -85,9 +85,37 @@ def test_the_locomotion_ppo_settings_are_brax_notebooks_per_body_and_the_humanoi
             0.97, 0.95, 0.3, 0.5, 3e-4)
     for module, body in ((ant_maze, "ant"), (ant_twowalk, "ant"), (humanoid, "humanoid")):
         sub = module.PRESETS["locomotion"]().sub
-        assert (sub.epochs, sub.num_minibatches, sub.entropy_coef) == expected[body], module.__name__
+        assert (sub.epochs, sub.entropy_coef) == (expected[body][0], expected[body][2]), module.__name__
     with pytest.raises(ConfigError, match="locomotion body must be one of"):
         PPOConfig.locomotion("snake")
+
+
+def test_the_locomotion_presets_keep_brax_samples_per_sgd_step_not_its_minibatch_count():
+    from benchmarks.learner_parity import ANT_SETTINGS, HUMANOID_SETTINGS
+    from experiments import ant_maze, humanoid
+
+    # Brax's notebook layout on 1024 env copies (the parity benchmark's): a minibatch is batch_size x
+    # unroll samples, the ant 256 x 5 = 1280, the humanoid 512 x 10 = 5120, i.e. 163,840 humanoid
+    # samples per iteration over 32 minibatches x 8 epochs = one SGD step per 640 samples.
+    assert ANT_SETTINGS.batch_fraction * 1024 * ANT_SETTINGS.unroll == 1280
+    assert HUMANOID_SETTINGS.batch_fraction * 1024 * HUMANOID_SETTINGS.unroll == 5120
+    # The MLSH cpu layout: 16 slots, of which at most 11 are in their joint phase (W=20, U=40,
+    # staggered), x 2000 steps = 22,000 sub-policy samples per update. Brax's count (32 minibatches x
+    # 8 epochs) would take 256 SGD steps on them, one per 86 samples; its size takes 22,000 // 5120 = 4
+    # minibatches x 8 epochs = 32 steps, one per 688.
+    config = humanoid.PRESETS["locomotion"]().validate()
+    assert config.joint_slot_capacity * config.steps_per_slot == 22_000
+    assert config.sub.minibatches_for(22_000) == 4 and config.sub.epochs == 8
+    ant = ant_maze.PRESETS["locomotion"]().validate()
+    assert ant.sub.minibatches_for(ant.joint_slot_capacity * ant.steps_per_slot) == 22_000 // 1280 == 17
+
+
+def test_the_humanoid_presets_standardise_sub_policy_advantages_per_slot_and_the_ant_ones_do_not():
+    from experiments import ant_maze, humanoid
+
+    for preset in ("auto", "cpu", "locomotion", "paper", "smoke"):
+        assert humanoid.PRESETS[preset]().sub.advantage_normalization == "slot", preset
+    assert ant_maze.PRESETS["locomotion"]().sub.advantage_normalization == "minibatch"
 
 
 def test_a_value_that_sees_the_whole_observation_leaves_the_policy_its_view():
